@@ -1,0 +1,485 @@
+# Copyright: (c) 2026, LedgerMind SRE
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Running PostgreSQL's own clients (pg_dump, pg_restore, psql) safely, for the backup modules.
+
+Connection settings reach the clients only as ``PG*`` environment variables (built by ``_libpq``),
+so a password is never on a command line. Archives are verified by reading them completely
+(``pg_restore --file=/dev/null``): ``pg_restore --list`` only reads the table of contents and
+happily lists a truncated archive.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import merge, to_env, to_url
+
+CLIENT_DIRS_GLOB = "/usr/lib/postgresql/*/bin"
+CHUNK_SIZE = 1024 * 1024
+SIDECAR_SUFFIX = ".json"
+PARTIAL_SUFFIX = ".partial"
+ARCHIVE_EXTENSIONS = {"custom": ".dump", "directory": ".dir"}
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+DEFAULT_CONNECT_TIMEOUT = "10"
+
+# module option -> ledgermind_db key (see _libpq); login_unix_socket is handled separately.
+CONNECTION_OPTIONS = {
+    "login_host": "host",
+    "login_port": "port",
+    "login_user": "user",
+    "login_password": "password",
+    "login_db": "name",
+    "ssl_mode": "ssl_mode",
+    "ca_cert": "ca_cert",
+}
+
+# TOC entry types restored together with their table, when they depend on it (directly or through
+# another kept entry, e.g. SEQUENCE SET -> owned SEQUENCE -> TABLE).
+TABLE_MEMBER_DESCS = frozenset({
+    "TABLE DATA", "INDEX", "INDEX ATTACH", "CONSTRAINT", "FK CONSTRAINT", "CHECK CONSTRAINT", "TRIGGER",
+    "DEFAULT", "SEQUENCE", "SEQUENCE OWNED BY", "SEQUENCE SET", "COMMENT", "ACL", "SECURITY LABEL",
+    "POLICY", "ROW SECURITY", "RULE", "STATISTICS",
+})
+# Entry types whose tag is "<table> <name>": they belong to the table named first. An FK
+# CONSTRAINT of *another* table that references ours depends on our primary key, but is not ours.
+TABLE_PREFIXED_DESCS = frozenset({
+    "CONSTRAINT", "FK CONSTRAINT", "CHECK CONSTRAINT", "TRIGGER", "DEFAULT", "POLICY", "RULE",
+})
+# Longest first, so "TABLE DATA" wins over "TABLE" and "FK CONSTRAINT" over "CONSTRAINT".
+_KNOWN_DESCS = sorted(
+    TABLE_MEMBER_DESCS | {"TABLE", "SCHEMA", "DATABASE", "ENCODING", "STDSTRINGS", "SEARCHPATH", "EXTENSION",
+                          "VIEW", "MATERIALIZED VIEW", "FUNCTION", "TYPE", "DOMAIN", "LARGE OBJECT", "BLOBS",
+                          "DEFAULT ACL", "PUBLICATION", "PUBLICATION TABLE", "SUBSCRIPTION", "COLLATION",
+                          "FOREIGN TABLE", "EVENT TRIGGER", "MATERIALIZED VIEW DATA", "PROCEDURE", "AGGREGATE",
+                          "OPERATOR", "OPERATOR CLASS", "OPERATOR FAMILY", "CAST", "CONVERSION", "SERVER",
+                          "USER MAPPING", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY",
+                          "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE", "PROCEDURAL LANGUAGE", "TRANSFORM",
+                          "ACCESS METHOD", "FOREIGN DATA WRAPPER", "SHELL TYPE"},
+    key=len, reverse=True,
+)
+_TOC_LINE = re.compile(r"^(?P<id>\d+);\s+(?P<tableoid>\d+)\s+(?P<oid>\d+)\s+(?P<rest>.*)$")
+_DEPENDS_LINE = re.compile(r"^;\s*depends on:(?P<ids>[\d\s]*)$")
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(?P<version>(?P<major>\d+)(?:\.\d+)*)")
+
+
+class ClientError(Exception):
+    """A client could not be found or run; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection settings
+# ---------------------------------------------------------------------------------------------
+
+def connection_argument_spec() -> dict[str, Any]:
+    """The shared connection options (community.postgresql's names plus ``database_url``)."""
+    return dict(
+        database_url=dict(type="str", no_log=True),
+        login_host=dict(type="str"),
+        login_port=dict(type="int"),
+        login_user=dict(type="str"),
+        login_password=dict(type="str", no_log=True),
+        login_db=dict(type="str"),
+        login_unix_socket=dict(type="str"),
+        ssl_mode=dict(type="str", choices=["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]),
+        ca_cert=dict(type="path"),
+    )
+
+
+def connection_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The module's connection options as a ``ledgermind_db`` mapping (explicit options win)."""
+    settings: dict[str, Any] = {"url": params.get("database_url") or None}
+    for option, key in CONNECTION_OPTIONS.items():
+        if params.get(option) not in (None, ""):
+            settings[key] = params[option]
+    if params.get("login_unix_socket"):
+        # libpq takes a socket directory as its host.
+        settings["host"] = params["login_unix_socket"]
+    return settings
+
+
+def client_env(params: dict[str, Any]) -> dict[str, str]:
+    """``PG*`` variables for a client subprocess (raises ``_libpq.LibpqSettingsError``)."""
+    env = to_env(connection_settings(params))
+    env.setdefault("PGCONNECT_TIMEOUT", os.environ.get("PGCONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT))
+    return env
+
+
+def public_url(params: dict[str, Any]) -> str:
+    """The database as a URL without its password, for sidecars and messages."""
+    settings = merge(connection_settings(params))
+    settings.pop("password", None)
+    return to_url(settings)
+
+
+def database_name(params: dict[str, Any]) -> str:
+    """The database name libpq will use (its default is the user name)."""
+    settings = merge(connection_settings(params))
+    return settings.get("name") or settings.get("user") or os.environ.get("PGDATABASE") or "postgres"
+
+
+def secrets(params: dict[str, Any]) -> list[str]:
+    """Values that must never appear in output (the password, however it was given)."""
+    found = []
+    try:
+        password = merge(connection_settings(params)).get("password")
+    except ValueError:
+        password = None
+    for value in (password, params.get("login_password"), params.get("database_url")):
+        if value:
+            found.append(str(value))
+    return found
+
+
+def scrub(text: str, hidden: list[str]) -> str:
+    """``text`` with every secret replaced by ``********``."""
+    for value in sorted(hidden, key=len, reverse=True):
+        if value:
+            text = text.replace(value, "********")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and running clients
+# ---------------------------------------------------------------------------------------------
+
+def _version_key(path: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", path))
+
+
+def candidate_dirs() -> list[str]:
+    """Where PostgreSQL clients live besides PATH: ``pg_config --bindir``, then the newest Debian dir."""
+    dirs = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=False)
+            if out.returncode == 0 and out.stdout.strip():
+                dirs.append(out.stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    dirs.extend(sorted(glob.glob(CLIENT_DIRS_GLOB), key=_version_key, reverse=True))
+    return dirs
+
+
+def find_client(name: str, explicit: str | None = None, near: str | None = None) -> str:
+    """The path of client ``name``: ``explicit``, else next to ``near``, else PATH, else the usual dirs."""
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit
+        raise ClientError(f"{name}_path {explicit} is not an executable file")
+    if near:
+        sibling = os.path.join(os.path.dirname(near), name)
+        if os.path.isfile(sibling) and os.access(sibling, os.X_OK):
+            return sibling
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in candidate_dirs():
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise ClientError(
+        f"{name} not found on PATH, in `pg_config --bindir` or {CLIENT_DIRS_GLOB}; install the PostgreSQL client "
+        f"(Debian: apt-get install postgresql-client) or set {name}_path"
+    )
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+    duration: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_client(
+    argv: list[str], env: dict[str, str] | None = None, umask: int = 0o077, timeout: float | None = None
+) -> Result:
+    """Run a client with the ``PG*`` variables added to the environment; never prompts for a password."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            argv, env=full_env, capture_output=True, text=True, errors="replace", umask=umask,
+            stdin=subprocess.DEVNULL, timeout=timeout, check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ClientError(f"could not run {argv[0]}: {exc}") from None
+    return Result(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def parse_client_version(output: str) -> tuple[int, str]:
+    """``pg_dump (PostgreSQL) 15.18 (Debian ...)`` -> ``(15, "15.18")``."""
+    match = _VERSION.search(output)
+    if not match:
+        raise ClientError(f"cannot read a PostgreSQL version from {output.strip()!r}")
+    return int(match.group("major")), match.group("version")
+
+
+def client_version(path: str) -> tuple[int, str]:
+    result = run_client([path, "--version"])
+    if result.rc != 0:
+        raise ClientError(f"{path} --version failed: {(result.stderr or result.stdout).strip()}")
+    return parse_client_version(result.stdout)
+
+
+def server_major(version_num: int) -> int:
+    """``server_version_num`` -> major version (150018 -> 15; 90624 -> 9, as 9.x clients print 9)."""
+    return version_num // 10000
+
+
+def version_problem(client: str, client_major: int, server_version_num: int) -> str | None:
+    """Why ``client`` cannot dump this server, or None: pg_dump refuses servers newer than itself."""
+    major = server_major(server_version_num)
+    if client_major < major:
+        return (
+            f"{client} {client_major} cannot dump server {major}: install postgresql-client-{major} "
+            f"(or newer) and/or set {client}_path to its {client}"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Archives
+# ---------------------------------------------------------------------------------------------
+
+def _files_of(path: str) -> list[str]:
+    if os.path.isdir(path):
+        return sorted(
+            os.path.relpath(os.path.join(root, name), path)
+            for root, _dirs, names in os.walk(path) for name in names
+        )
+    return []
+
+
+def _sha256_stream(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_archive(path: str) -> str:
+    """SHA-256 of a file, read in chunks. For a directory archive: of the lines ``<sha256>  <name>``
+    for its files in name order (what ``sha256sum`` prints for them)."""
+    if not os.path.isdir(path):
+        return _sha256_stream(path)
+    manifest = "".join(f"{_sha256_stream(os.path.join(path, name))}  {name}\n" for name in _files_of(path))
+    return hashlib.sha256(manifest.encode("utf-8")).hexdigest()
+
+
+def archive_size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, name)) for name in _files_of(path))
+    return os.path.getsize(path)
+
+
+def restrict_mode(path: str) -> None:
+    """0600 for a file; 0700 for a directory archive and 0600 for its files."""
+    if os.path.isdir(path):
+        os.chmod(path, 0o700)
+        for name in _files_of(path):
+            os.chmod(os.path.join(path, name), 0o600)
+    else:
+        os.chmod(path, 0o600)
+
+
+def remove_archive(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def verify_argv(pg_restore: str, path: str) -> list[str]:
+    """Read every block of the archive and throw the SQL away: a truncated archive fails here."""
+    return [pg_restore, "--file=/dev/null", path]
+
+
+def verify_archive(pg_restore: str, path: str) -> Result:
+    """Raises ClientError unless pg_restore reads the whole archive."""
+    result = run_client(verify_argv(pg_restore, path))
+    if result.rc != 0 or "error:" in result.stderr:
+        raise ClientError(
+            f"archive {path} failed verification (pg_restore could not read it completely): "
+            f"{result.stderr.strip() or f'exit code {result.rc}'}"
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Sidecars
+# ---------------------------------------------------------------------------------------------
+
+def sidecar_path(archive: str) -> str:
+    return archive.rstrip("/") + SIDECAR_SUFFIX
+
+
+def write_sidecar(path: str, data: dict[str, Any]) -> None:
+    """Write JSON atomically (a temporary name, then rename), mode 0600."""
+    tmp = path + PARTIAL_SUFFIX
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_sidecar(path: str) -> dict[str, Any] | None:
+    """The sidecar's content, or None when there is none; raises ClientError when it is unreadable."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ClientError(f"cannot read sidecar {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ClientError(f"sidecar {path} does not hold a JSON object")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Names and retention
+# ---------------------------------------------------------------------------------------------
+
+def safe_prefix(text: str) -> str:
+    """A file-name-safe prefix: anything but letters, digits, ``.``, ``-`` and ``_`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "backup"
+
+
+def default_prefix(dbname: str, scope: str, schema: str, table: str) -> str:
+    if scope == "full":
+        return safe_prefix(f"{dbname}_full")
+    if schema == "public":
+        return safe_prefix(f"{dbname}_{table}")
+    return safe_prefix(f"{dbname}_{schema}.{table}")
+
+
+def archive_name(prefix: str, fmt: str, when: time.struct_time, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """``<prefix>_<UTC timestamp>[-N].<ext>``, avoiding names in ``taken`` (two backups in a second)."""
+    stamp = time.strftime(TIMESTAMP_FORMAT, when)
+    ext = ARCHIVE_EXTENSIONS[fmt]
+    name = f"{prefix}_{stamp}{ext}"
+    counter = 1
+    while name in taken or name + PARTIAL_SUFFIX in taken or sidecar_path(name) in taken:
+        counter += 1
+        name = f"{prefix}_{stamp}-{counter}{ext}"
+    return name
+
+
+def _archive_pattern(prefix: str) -> re.Pattern[str]:
+    exts = "|".join(re.escape(ext) for ext in ARCHIVE_EXTENSIONS.values())
+    return re.compile(rf"^{re.escape(prefix)}_(?P<stamp>\d{{8}}T\d{{6}}Z)(?:-(?P<n>\d+))?(?:{exts})$")
+
+
+def select_expired(names: list[str], prefix: str, keep: int) -> list[str]:
+    """Archive names with ``prefix`` beyond the newest ``keep`` (by their timestamp), oldest last.
+
+    Only names this module writes count; sidecars, partial files and other prefixes are ignored.
+    ``keep`` 0 or less keeps everything."""
+    if keep <= 0:
+        return []
+    pattern = _archive_pattern(prefix)
+    archives = []
+    for name in names:
+        match = pattern.match(name)
+        if match:
+            archives.append(((match.group("stamp"), int(match.group("n") or 1)), name))
+    archives.sort(reverse=True)
+    return [name for _key, name in archives[keep:]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Table of contents (pg_restore --list --verbose)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class TocEntry:
+    dump_id: int
+    desc: str
+    schema: str
+    tag: str
+    owner: str
+    line: str
+    deps: set[int] = field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        return f"{self.desc} {self.schema} {self.tag}"
+
+
+def _split_rest(rest: str) -> tuple[str, str, str, str]:
+    """``TABLE DATA public ml_features owner`` -> desc, schema, tag, owner."""
+    for desc in _KNOWN_DESCS:
+        if rest == desc or rest.startswith(desc + " "):
+            remainder = rest[len(desc) + 1:]
+            break
+    else:
+        desc, _, remainder = rest.partition(" ")
+    schema, _, remainder = remainder.partition(" ")
+    tag, _, owner = remainder.rstrip().rpartition(" ")
+    if not tag:  # no owner (e.g. ENCODING entries)
+        tag, owner = owner, ""
+    return desc, schema, tag, owner
+
+
+def parse_toc(text: str) -> list[TocEntry]:
+    """Entries of ``pg_restore --list --verbose`` output, with their ``depends on`` ids."""
+    entries: list[TocEntry] = []
+    for line in text.splitlines():
+        match = _TOC_LINE.match(line)
+        if match:
+            desc, schema, tag, owner = _split_rest(match.group("rest"))
+            entries.append(TocEntry(int(match.group("id")), desc, schema, tag, owner, line))
+            continue
+        depends = _DEPENDS_LINE.match(line)
+        if depends and entries:
+            entries[-1].deps.update(int(i) for i in depends.group("ids").split())
+    return entries
+
+
+def table_entries(entries: list[TocEntry], schema: str, table: str) -> list[TocEntry]:
+    """The table's own entries in archive order: its TABLE, and everything that depends on it or on
+    one of its kept entries (data, indexes, constraints, triggers, defaults, owned sequences,
+    comments, ACLs...), except other tables' constraints/triggers that merely reference it."""
+    kept = {e.dump_id for e in entries if e.desc == "TABLE" and e.schema == schema and e.tag == table}
+    if not kept:
+        return []
+    changed = True
+    while changed:
+        changed = False
+        for entry in entries:
+            if entry.dump_id in kept or entry.desc not in TABLE_MEMBER_DESCS or not entry.deps & kept:
+                continue
+            own = entry.schema == schema and entry.tag.startswith(table + " ")
+            if entry.desc in TABLE_PREFIXED_DESCS and not own:
+                continue
+            if entry.desc == "TABLE DATA" and not (entry.schema == schema and entry.tag == table):
+                continue
+            kept.add(entry.dump_id)
+            changed = True
+    return [e for e in entries if e.dump_id in kept]
+
+
+def toc_list_text(entries: list[TocEntry]) -> str:
+    """A ``pg_restore --use-list`` file restoring exactly ``entries``."""
+    return "".join(e.line + "\n" for e in entries)
