@@ -42,7 +42,7 @@ def one_line(exc: BaseException) -> str:
 def database_url() -> str:
     url = os.environ.get("DATABASE_URL", "").strip()
     if not url:
-        raise ResetError("DATABASE_URL is not set (try: eval \"$(scripts/stack env)\")")
+        raise ResetError('DATABASE_URL is not set (try: eval "$(scripts/stack env)")')
     parts = urlsplit(url)
     if parts.scheme.split("+", 1)[0] not in ("postgres", "postgresql"):
         raise ResetError(f"DATABASE_URL must be a postgresql:// URL, got scheme '{parts.scheme}'")
@@ -68,13 +68,12 @@ def libpq_dsn(url: str) -> str:
     return urlunsplit(parts._replace(scheme="postgresql"))
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, *, to_drop: bool = True) -> str:
     if not NAME_RE.fullmatch(name) or len(name.encode()) > 63:
         raise ResetError(
-            f"invalid database name '{name}': use letters, digits, _ $ -, "
-            "start with a letter or _, at most 63 bytes"
+            f"invalid database name '{name}': use letters, digits, _ $ -, start with a letter or _, at most 63 bytes"
         )
-    if name in PROTECTED_DBS:
+    if to_drop and name in PROTECTED_DBS:
         raise ResetError(f"refusing to drop the system database '{name}'")
     return name
 
@@ -104,9 +103,7 @@ def recreate_database(url: str, name: str) -> None:
             # previous demo's psql, which would otherwise make the drop fail.
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             # template0 + UTF8: the seed has non-ASCII tokens whatever template1's encoding is.
-            cur.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
-            )
+            cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
     except psycopg2.Error as exc:
         raise ResetError(f"cannot recreate database '{name}': {one_line(exc)}") from None
     finally:
@@ -144,11 +141,17 @@ def seed_rows(url: str, rows: int) -> tuple[int, int, int]:
 
 def current_revision(url: str) -> str:
     try:
-        with psycopg2.connect(libpq_dsn(url), connect_timeout=10) as conn, conn.cursor() as cur:
+        conn = psycopg2.connect(libpq_dsn(url), connect_timeout=10)
+    except psycopg2.Error as exc:
+        raise ResetError(f"cannot connect to '{url_database(url)}': {one_line(exc)}") from None
+    try:
+        with conn.cursor() as cur:
             cur.execute("SELECT string_agg(version_num, ',') FROM alembic_version")
             (revision,) = cur.fetchone()
     except psycopg2.Error as exc:
         raise ResetError(f"cannot read alembic_version: {one_line(exc)}") from None
+    finally:
+        conn.close()  # `with conn:` would only end the transaction, not close
     return revision or "(none)"
 
 
@@ -167,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     url = database_url()
     name = args.db if args.db is not None else url_database(url)
     if args.print_url:
-        check_name(name)
+        check_name(name, to_drop=False)  # printing a URL is harmless, even for postgres
         print(with_database(url, name))
         return 0
     target = with_database(url, check_name(name))

@@ -32,8 +32,7 @@ def database_url_from_env(environ: dict[str, str] | None = None) -> str:
     url = env.get("DATABASE_URL", "").strip()
     if not url:
         raise DatabaseUrlMissing(
-            "DATABASE_URL is not set; export it, e.g. "
-            "'eval \"$(scripts/stack env)\"' for the local stack"
+            "DATABASE_URL is not set; export it, e.g. 'eval \"$(scripts/stack env)\"' for the local stack"
         )
     return normalize_database_url(url)
 

@@ -158,8 +158,7 @@ CROSS JOIN (
 """
 
 _SUMMARY_SQL = (
-    "SELECT count(*), count(*) FILTER (WHERE tokens IS NULL),"
-    " count(*) FILTER (WHERE tokens = '{}') FROM ml_features"
+    "SELECT count(*), count(*) FILTER (WHERE tokens IS NULL), count(*) FILTER (WHERE tokens = '{}') FROM ml_features"
 )
 
 

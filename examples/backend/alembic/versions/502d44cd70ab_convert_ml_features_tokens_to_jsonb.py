@@ -64,8 +64,7 @@ def _require_postgresql() -> None:
     dialect = op.get_context().dialect.name
     if dialect != "postgresql":
         raise CommandError(
-            f"revision {revision} converts a PostgreSQL text[] column and only runs on "
-            f"PostgreSQL, not {dialect}"
+            f"revision {revision} converts a PostgreSQL text[] column and only runs on PostgreSQL, not {dialect}"
         )
 
 
@@ -166,9 +165,7 @@ def downgrade() -> None:
     op.execute(f"DROP INDEX IF EXISTS {INDEX}")
     if context.as_sql:
         op.execute(CREATE_TO_TEXT_ARRAY)
-        op.execute(
-            f"ALTER TABLE {TABLE} ALTER COLUMN {COLUMN} TYPE text[] USING {TO_TEXT_ARRAY}({COLUMN})"
-        )
+        op.execute(f"ALTER TABLE {TABLE} ALTER COLUMN {COLUMN} TYPE text[] USING {TO_TEXT_ARRAY}({COLUMN})")
         op.execute(f"DROP FUNCTION {TO_TEXT_ARRAY}(jsonb)")
         return
 
@@ -185,7 +182,5 @@ def downgrade() -> None:
             "cannot become text[] without loss; fix them first"
         )
     op.execute(CREATE_TO_TEXT_ARRAY)
-    op.execute(
-        f"ALTER TABLE {TABLE} ALTER COLUMN {COLUMN} TYPE text[] USING {TO_TEXT_ARRAY}({COLUMN})"
-    )
+    op.execute(f"ALTER TABLE {TABLE} ALTER COLUMN {COLUMN} TYPE text[] USING {TO_TEXT_ARRAY}({COLUMN})")
     op.execute(f"DROP FUNCTION {TO_TEXT_ARRAY}(jsonb)")

@@ -1,0 +1,111 @@
+"""Fixtures for the backend's Alembic revisions against the real PostgreSQL of scripts/stack.
+
+Every test gets its own freshly reset scratch database (never the demo database), seeded
+at revision 20251109_add_user_name_picture by scripts/reset_demo_db.py, exactly as
+`scripts/stack reset` does it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+REPO = Path(__file__).resolve().parents[3]
+BACKEND_DIR = REPO / "examples" / "backend"
+ALEMBIC_INI = BACKEND_DIR / "alembic.ini"
+RESET_SCRIPT = REPO / "scripts" / "reset_demo_db.py"
+SCRATCH_DB = "lm_test_backend"
+SEED_ROWS = 20000
+
+if str(BACKEND_DIR) not in sys.path:
+    sys.path.insert(0, str(BACKEND_DIR))
+
+
+def _server_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    out = subprocess.run([REPO / "scripts" / "stack", "env"], capture_output=True, text=True, check=True).stdout
+    return out.strip().removeprefix("export DATABASE_URL=")
+
+
+def _with_db(url: str, name: str) -> str:
+    return subprocess.run(
+        [sys.executable, RESET_SCRIPT, "--print-url", "--db", name],
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+@dataclass(frozen=True)
+class ScratchDb:
+    url: str
+    name: str
+
+    def connect(self) -> psycopg2.extensions.connection:
+        # autocommit: an idle-in-transaction test session would hold a snapshot, and
+        # CREATE INDEX CONCURRENTLY waits for every older snapshot in the database.
+        conn = psycopg2.connect(self.url)
+        conn.autocommit = True
+        return conn
+
+    def alembic(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the alembic CLI as the runbook does, from an unrelated directory."""
+        return subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", str(ALEMBIC_INI), *args],
+            cwd="/",
+            env={**os.environ, **(env or {}), "DATABASE_URL": self.url},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    url = _server_url()
+    try:
+        psycopg2.connect(_with_db(url, "postgres"), connect_timeout=5).close()
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable (start it with 'scripts/stack up'): {' '.join(str(exc).split())}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def scratch_url(server_url: str) -> Iterator[str]:
+    url = _with_db(server_url, SCRATCH_DB)
+    yield url
+    conn = psycopg2.connect(_with_db(server_url, "postgres"))
+    try:
+        conn.autocommit = True  # DROP DATABASE refuses a transaction block
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH_DB)))
+    finally:
+        conn.close()
+
+
+def reset_scratch(server_url: str, rows: int = SEED_ROWS) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, RESET_SCRIPT, "--rows", str(rows), "--db", SCRATCH_DB],
+        env={**os.environ, "DATABASE_URL": server_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def db(server_url: str, scratch_url: str) -> ScratchDb:
+    result = reset_scratch(server_url)
+    assert result.returncode == 0, result.stderr
+    return ScratchDb(url=scratch_url, name=SCRATCH_DB)
