@@ -2,7 +2,8 @@
 
 Every test gets its own freshly reset scratch database (never the demo database), seeded
 at revision 20251109_add_user_name_picture by scripts/reset_demo_db.py, exactly as
-`scripts/stack reset` does it.
+`scripts/stack reset` does it. Test modules must not `import conftest` at run time
+(another directory's conftest.py may own that module name); fixtures carry everything.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def _with_db(url: str, name: str) -> str:
 class ScratchDb:
     url: str
     name: str
+    server_url: str
+    seed_rows: int = SEED_ROWS
 
     def connect(self) -> psycopg2.extensions.connection:
         # autocommit: an idle-in-transaction test session would hold a snapshot, and
@@ -65,6 +68,16 @@ class ScratchDb:
             [sys.executable, "-m", "alembic", "-c", str(ALEMBIC_INI), *args],
             cwd="/",
             env={**os.environ, **(env or {}), "DATABASE_URL": self.url},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def reset(self) -> subprocess.CompletedProcess[str]:
+        """`scripts/stack reset --rows N --db NAME`, minus the shell wrapper."""
+        return subprocess.run(
+            [sys.executable, RESET_SCRIPT, "--rows", str(self.seed_rows), "--db", self.name],
+            env={**os.environ, "DATABASE_URL": self.server_url},
             capture_output=True,
             text=True,
             timeout=300,
@@ -94,18 +107,9 @@ def scratch_url(server_url: str) -> Iterator[str]:
         conn.close()
 
 
-def reset_scratch(server_url: str, rows: int = SEED_ROWS) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, RESET_SCRIPT, "--rows", str(rows), "--db", SCRATCH_DB],
-        env={**os.environ, "DATABASE_URL": server_url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture
 def db(server_url: str, scratch_url: str) -> ScratchDb:
-    result = reset_scratch(server_url)
+    scratch = ScratchDb(url=scratch_url, name=SCRATCH_DB, server_url=server_url)
+    result = scratch.reset()
     assert result.returncode == 0, result.stderr
-    return ScratchDb(url=scratch_url, name=SCRATCH_DB)
+    return scratch

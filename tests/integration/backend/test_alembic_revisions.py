@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import pytest
-from conftest import SEED_ROWS, ScratchDb, reset_scratch
 
 from ledgermind_backend.seed import TRICKY_TOKENS
+
+if TYPE_CHECKING:  # annotations only: at run time "conftest" may be another directory's
+    from conftest import ScratchDb
 
 BASE = "20251109_add_user_name_picture"
 HEAD = "502d44cd70ab"
@@ -140,9 +142,9 @@ def test_seed_matches_the_runbook_preflight(seeded: ScratchDb) -> None:
         " FROM ml_features WHERE txn_id < %s",
         EDGE_FIRST_ID,
     )
-    assert total == SEED_ROWS
-    assert 0.01 * SEED_ROWS < nulls < 0.03 * SEED_ROWS
-    assert 0.02 * SEED_ROWS < empty < 0.04 * SEED_ROWS
+    assert total == seeded.seed_rows
+    assert 0.01 * seeded.seed_rows < nulls < 0.03 * seeded.seed_rows
+    assert 0.02 * seeded.seed_rows < empty < 0.04 * seeded.seed_rows
     assert sorted(lengths) == list(range(1, 13))
     assert odd_bounds == 0
     assert null_elements > 0
@@ -153,7 +155,7 @@ def test_seed_matches_the_runbook_preflight(seeded: ScratchDb) -> None:
         EDGE_FIRST_ID,
         list(TRICKY_TOKENS),
     )
-    assert tricky_rows > 0.005 * SEED_ROWS
+    assert tricky_rows > 0.005 * seeded.seed_rows
 
 
 def test_upgrade_converts_and_indexes_as_the_runbook_expects(seeded: ScratchDb) -> None:
@@ -274,17 +276,17 @@ def test_downgrade_refuses_values_text_array_cannot_hold(seeded: ScratchDb) -> N
     assert index_info(seeded) is not None
 
 
-def test_reset_demo_db_is_deterministic_and_forces_out_sessions(server_url: str, db: ScratchDb) -> None:
+def test_reset_demo_db_is_deterministic_and_forces_out_sessions(db: ScratchDb) -> None:
     before = snapshot(db, "tokens")
     squatter = db.connect()  # a leftover session must not make the reset fail
     try:
-        result = reset_scratch(server_url)
+        result = db.reset()
     finally:
         squatter.close()
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:2] == [f"database: {db.name}", f"revision: {BASE}"]
-    assert lines[2].startswith(f"rows:     {SEED_ROWS} (NULL tokens: ")
+    assert lines[2].startswith(f"rows:     {db.seed_rows} (NULL tokens: ")
     assert snapshot(db, "tokens") == before  # same setseed, same data
 
 
