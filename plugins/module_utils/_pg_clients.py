@@ -19,6 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import merge, to_env, to_url
 
@@ -134,7 +135,7 @@ def secrets(params: dict[str, Any]) -> list[str]:
         password = None
     for value in (password, params.get("login_password"), params.get("database_url")):
         if value:
-            found.append(str(value))
+            found.extend({str(value), quote(str(value), safe="")})
     return found
 
 
