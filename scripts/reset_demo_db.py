@@ -34,9 +34,9 @@ class ResetError(Exception):
     """A failure worth one line on stderr, no traceback."""
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException | None) -> str:
     # libpq messages span lines ("...failed: Connection refused\n\tIs the server running").
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return " ".join(str(exc).split()) or type(exc).__name__ if exc is not None else "unknown error"
 
 
 def database_url() -> str:
