@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Drop, recreate and seed a demo database at Alembic revision 20251109_add_user_name_picture.
 
 Called by `scripts/stack reset --rows N [--db NAME]` (and `scripts/stack env DB` with

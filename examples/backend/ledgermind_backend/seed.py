@@ -178,8 +178,8 @@ def _insert_params(rows: int, first_id: int) -> dict[str, object]:
         "first_id": first_id,
         "last_id": first_id + rows - 1,
         "channels": list(CHANNELS),
-        "merchants": [m for m, _ in MERCHANTS],
-        "labels": [label for _, label in MERCHANTS],
+        "merchants": [merchant for merchant, _label in MERCHANTS],
+        "labels": [label for _merchant, label in MERCHANTS],
         "tail": list(TAIL_WORDS),
         "tricky": list(TRICKY_TOKENS),
     }

@@ -70,6 +70,7 @@ class ScratchDb:
             env={**os.environ, **(env or {}), "DATABASE_URL": self.url},
             capture_output=True,
             text=True,
+            check=False,  # callers assert on returncode and output
             timeout=300,
         )
 
@@ -80,6 +81,7 @@ class ScratchDb:
             env={**os.environ, "DATABASE_URL": self.server_url},
             capture_output=True,
             text=True,
+            check=False,  # callers assert on returncode and output
             timeout=300,
         )
 

@@ -86,7 +86,7 @@ def index_info(db: ScratchDb) -> dict[str, Any] | None:
     )
     if not rows:
         return None
-    (oid, valid, method, opclass, column, table), *_ = rows
+    (oid, valid, method, opclass, column, table) = rows[0]  # names are unique per schema
     return {"oid": oid, "valid": valid, "method": method, "opclass": opclass, "column": column, "table": table}
 
 

@@ -27,6 +27,7 @@ def alembic(*args: str, cwd: Path, database_url: str | None) -> subprocess.Compl
         env=env,
         capture_output=True,
         text=True,
+        check=False,  # callers assert on returncode and output
         timeout=120,
     )
 

@@ -10,7 +10,7 @@ from ledgermind_backend.db import DatabaseUrlMissing, database_url_from_env, nor
 
 
 def all_tokens() -> list[str]:
-    merchants = [merchant for merchant, _ in seed_module.MERCHANTS]
+    merchants = [merchant for merchant, _label in seed_module.MERCHANTS]
     return [*seed_module.CHANNELS, *merchants, *seed_module.TAIL_WORDS, *seed_module.TRICKY_TOKENS]
 
 
@@ -32,7 +32,7 @@ def test_tricky_tokens_cover_the_awkward_cases() -> None:
 
 def test_plain_vocabularies_need_no_quoting() -> None:
     # Keeps the common case readable in psql: only TRICKY_TOKENS exercise the escaping.
-    plain = [*seed_module.CHANNELS, *(m for m, _ in seed_module.MERCHANTS), *seed_module.TAIL_WORDS]
+    plain = [*seed_module.CHANNELS, *(m for m, _label in seed_module.MERCHANTS), *seed_module.TAIL_WORDS]
     assert all(token and token.upper() != "NULL" and not set(token) & set("{},\" \\'") for token in plain)
 
 
