@@ -1,0 +1,346 @@
+"""pg_backup_archive / pg_backup_restore and the pg_backup role, through real Ansible and PostgreSQL.
+
+Each test gets a fresh scratch database ``lm_test_backup`` (dropped afterwards) holding a small
+``ml_features`` table with text[] tokens, NULL and '{}' among them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / ".build" / "collections"))
+
+from ansible_collections.ledgermind.migrations.plugins.module_utils import _pg_clients as pc  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SCRATCH_DB = "lm_test_backup"
+WRONG_PASSWORD = "Wr0ng-S3cret-pw-7781"
+SEED_SQL = """
+CREATE TABLE ml_features (txn_id bigint primary key, tokens text[], merchant text);
+COMMENT ON TABLE ml_features IS 'token features';
+INSERT INTO ml_features VALUES
+  (1, '{coffee,shop}', 'Blue Bottle'),
+  (2, NULL, 'Unknown'),
+  (3, '{}', 'Empty'),
+  (4, '{"with space","quote\\"d",comma\\,here}', 'Odd "Tokens"');
+INSERT INTO ml_features SELECT g, ARRAY['tok' || g, 'm' || (g % 97)], 'merchant ' || (g % 101)
+  FROM generate_series(5, 20000) g;
+"""
+
+
+def server_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        out = subprocess.run([REPO / "scripts" / "stack", "env"], capture_output=True, text=True, check=True).stdout
+        url = out.strip().removeprefix("export DATABASE_URL=")
+    return url
+
+
+def with_db(url: str, name: str, password: str | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = "{}:{}@{}".format(userinfo.split(":", 1)[0], password, hostport)
+    return urlunsplit(parts._replace(netloc=netloc, path="/" + name))
+
+
+def psql(url: str, sql: str, check: bool = True) -> str:
+    out = subprocess.run(
+        [pc.find_client("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+        capture_output=True, text=True, check=False,
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(out.stderr)
+    return out.stdout.strip()
+
+
+def snapshot(url: str) -> dict:
+    """What must come back exactly: rows (tokens as text), the column type, the indexes."""
+    return {
+        "rows": psql(url, "SELECT md5(string_agg(format('%s|%s|%s', txn_id, tokens, merchant), E'\\n'"
+                          " ORDER BY txn_id)), count(*) FROM ml_features"),
+        "type": psql(url, "SELECT udt_name FROM information_schema.columns"
+                          " WHERE table_name = 'ml_features' AND column_name = 'tokens'"),
+        "indexes": psql(url, "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes"
+                             " WHERE tablename = 'ml_features'"),
+        "comment": psql(url, "SELECT obj_description('ml_features'::regclass)"),
+    }
+
+
+def ansible_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "PATH": "{}:{}".format(BIN, os.environ.get("PATH", "")),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+
+
+def run_module(module: str, args: dict, check: bool = False) -> dict:
+    """One ad-hoc module run; returns the host's result (``failed`` set on failure)."""
+    env = {**ansible_env(), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
+    argv = [str(BIN / "ansible"), "localhost", "-i", "inventories/local", "-m", "ledgermind.migrations." + module,
+            "-a", json.dumps(args)]
+    out = subprocess.run(argv + (["--check"] if check else []), cwd=REPO, env=env, capture_output=True, text=True)
+    try:
+        report = json.loads(out.stdout)
+    except ValueError:
+        raise AssertionError(f"no JSON from ansible:\n{out.stdout}\n{out.stderr}") from None
+    return report["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def run_playbook(tmp_path: Path, tasks: list[dict], extra: list[str] = ()) -> subprocess.CompletedProcess:
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(json.dumps([{"hosts": "database", "gather_facts": False, "tasks": tasks}]))
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "inventories/local", str(playbook), *extra],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True,
+    )
+
+
+@pytest.fixture
+def db() -> Iterator[str]:
+    admin = server_url()
+    psql(admin, f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
+    psql(admin, f"CREATE DATABASE {SCRATCH_DB}")
+    url = with_db(admin, SCRATCH_DB)
+    psql(url, SEED_SQL)
+    yield url
+    psql(admin, f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
+
+
+def backup(url: str, dest: Path, **args) -> dict:
+    result = run_module("pg_backup_archive", {"database_url": url, "dest_dir": str(dest), **args})
+    assert not result.get("failed"), result.get("msg")
+    return result
+
+
+def test_backup_is_private_verified_and_described(db, tmp_path):
+    dest = tmp_path / "backups"
+    result = backup(db, dest, metadata={"fingerprint": "abc123", "total": 20000})
+    archive = Path(result["path"])
+
+    assert result["changed"] and result["verified"]
+    assert archive.name.startswith("lm_test_backup_ml_features_") and archive.suffix == ".dump"
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert not list(dest.glob("*.partial"))
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == result["sha256"]
+    assert archive.stat().st_size == result["size_bytes"]
+
+    sidecar_file = Path(result["sidecar"])
+    assert sidecar_file == Path(str(archive) + ".json")
+    assert stat.S_IMODE(sidecar_file.stat().st_mode) == 0o600
+    sidecar = json.loads(sidecar_file.read_text())
+    assert sidecar["sha256"] == result["sha256"] and sidecar["size_bytes"] == result["size_bytes"]
+    assert sidecar["scope"] == "table" and sidecar["table"] == "ml_features" and sidecar["schema"] == "public"
+    assert sidecar["metadata"] == {"fingerprint": "abc123", "total": 20000}
+    assert sidecar["pg_dump_version"].startswith("15") and sidecar["created"].endswith("Z")
+    password = urlsplit(db).password
+    assert sidecar["database"] == with_db(db, SCRATCH_DB).replace(f":{password}@", "@")
+    assert password not in json.dumps(result["command"])
+    assert any(arg.startswith("--table=") for arg in result["command"])
+
+
+def test_directory_format_full_scope_and_restore_from_it(db, tmp_path):
+    result = backup(db, tmp_path, scope="full", format="directory")
+    archive = Path(result["path"])
+    assert archive.is_dir() and archive.name.startswith("lm_test_backup_full_") and archive.suffix == ".dir"
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in archive.iterdir())
+    before = snapshot(db)
+    psql(db, "UPDATE ml_features SET tokens = '{changed}'; CREATE TABLE unrelated (id int)")
+    restored = run_module("pg_backup_restore", {"database_url": db, "src": str(archive), "table": "ml_features"})
+    assert not restored.get("failed"), restored.get("msg")
+    assert snapshot(db) == before
+    assert psql(db, "SELECT to_regclass('unrelated') IS NOT NULL") == "t"  # only the table was restored
+
+
+def test_truncated_archive_passes_list_but_fails_verification_and_restore(db, tmp_path):
+    result = backup(db, tmp_path / "good")
+    archive = Path(result["path"])
+    data = archive.read_bytes()
+    cut = tmp_path / "cut" / archive.name
+    cut.parent.mkdir()
+    cut.write_bytes(data[: len(data) // 2])
+    pg_restore = pc.find_client("pg_restore")
+
+    # Why `--list` is not a verification: it reads the table of contents only.
+    listing = subprocess.run([pg_restore, "--list", str(cut)], capture_output=True, text=True)
+    assert listing.returncode == 0 and "TABLE DATA public ml_features" in listing.stdout
+    # Reading every data block is.
+    with pytest.raises(pc.ClientError, match="failed verification"):
+        pc.verify_archive(pg_restore, str(cut))
+
+    psql(db, "UPDATE ml_features SET merchant = 'after backup' WHERE txn_id = 1")
+    before = snapshot(db)
+    # The original sidecar's checksum no longer matches: refused before anything else.
+    Path(str(cut) + ".json").write_text(json.dumps({"sha256": result["sha256"], "table": "ml_features"}))
+    refused = run_module("pg_backup_restore", {"database_url": db, "src": str(cut)})
+    assert refused["failed"] and "refusing to restore" in refused["msg"] and "SHA-256" in refused["msg"]
+    # Even with a checksum that matches the truncated bytes, the full read refuses it.
+    truncated_sha = hashlib.sha256(cut.read_bytes()).hexdigest()
+    refused = run_module("pg_backup_restore", {"database_url": db, "src": str(cut), "expected_sha256": truncated_sha})
+    assert refused["failed"] and "failed verification" in refused["msg"]
+    assert snapshot(db) == before
+
+
+def test_archive_module_rejects_a_truncated_dump_and_keeps_older_archives(db, tmp_path):
+    dest = tmp_path / "backups"
+    older = backup(db, dest, keep=1)
+    # A pg_dump that "succeeds" but leaves half a file behind (a full disk, a killed writer...).
+    fake = tmp_path / "pg_dump"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --version) exec {} --version;; esac\n'
+        '{} "$@" || exit $?\n'
+        'for a in "$@"; do case "$a" in --file=*) f="${{a#--file=}}";; esac; done\n'
+        'truncate -s $(( $(stat -c %s "$f") / 2 )) "$f"\n'.format(pc.find_client("pg_dump"), pc.find_client("pg_dump"))
+    )
+    fake.chmod(0o755)
+    failed = run_module("pg_backup_archive", {
+        "database_url": db, "dest_dir": str(dest), "keep": 1, "pg_dump_path": str(fake),
+        "pg_restore_path": pc.find_client("pg_restore"),
+    })
+    assert failed["failed"] and "failed verification" in failed["msg"]
+    assert sorted(p.name for p in dest.iterdir()) == sorted([Path(older["path"]).name, Path(older["sidecar"]).name])
+
+
+def test_retention_keeps_the_newest_n(db, tmp_path):
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("not ours")
+    (dest / "other_prefix_20200101T000000Z.dump").write_text("not ours either")
+    paths = [backup(db, dest, keep=2, prefix="tokens")["path"] for _ in range(2)]
+    last = backup(db, dest, keep=2, prefix="tokens")
+    paths.append(last["path"])
+    assert last["deleted"] == [paths[0], paths[0] + ".json"]
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [Path(p).name for p in paths[1:]] + [Path(p).name + ".json" for p in paths[1:]]
+        + ["notes.txt", "other_prefix_20200101T000000Z.dump"]
+    )
+
+
+def test_check_mode_writes_nothing(db, tmp_path):
+    dest = tmp_path / "never"
+    result = run_module("pg_backup_archive", {"database_url": db, "dest_dir": str(dest)}, check=True)
+    assert result["changed"] and not result.get("failed")
+    assert result["command"][0].endswith("pg_dump") and result["command"][-1].endswith(".dump.partial")
+    assert not dest.exists()
+
+
+def test_wrong_password_is_clear_and_never_shown(db, tmp_path):
+    wrong = with_db(db, SCRATCH_DB, password=WRONG_PASSWORD)
+    dest = tmp_path / "backups"
+    out = run_playbook(tmp_path, [
+        {"ansible.builtin.include_role": {"name": "ledgermind.migrations.pg_backup"},
+         "vars": {"pg_backup_connection": {"url": wrong}, "pg_backup_dir": str(dest)}},
+    ], extra=["-vvv"])
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "password authentication failed" in text
+    assert WRONG_PASSWORD not in text
+    assert not dest.exists()
+    # The same through login_password, ad hoc.
+    host = urlsplit(db)
+    result = run_module("pg_backup_archive", {
+        "login_host": host.hostname, "login_port": host.port, "login_user": host.username,
+        "login_password": WRONG_PASSWORD, "login_db": SCRATCH_DB, "dest_dir": str(dest),
+    })
+    assert result["failed"] and "password authentication failed" in result["msg"]
+    assert WRONG_PASSWORD not in json.dumps(result)
+
+
+def test_password_travels_in_the_environment_only(db, tmp_path):
+    argv_log, env_log = tmp_path / "argv", tmp_path / "env"
+    spy = tmp_path / "pg_dump"
+    spy.write_text(
+        "#!/bin/sh\n"
+        'printf "%s\\n" "$@" >> {}\n'
+        'echo "PGPASSWORD=${{PGPASSWORD:+set}} PGHOST=$PGHOST" >> {}\n'
+        'exec {} "$@"\n'.format(argv_log, env_log, pc.find_client("pg_dump"))
+    )
+    spy.chmod(0o755)
+    result = backup(db, tmp_path / "b", pg_dump_path=str(spy), pg_restore_path=pc.find_client("pg_restore"))
+    assert result["verified"]
+    # The dump itself (the second call; the first is --version) got the password in its environment...
+    assert env_log.read_text().splitlines()[-1] == f"PGPASSWORD=set PGHOST={urlsplit(db).hostname}"
+    # ...and nothing of the connection on its command line, which `ps` shows to every user.
+    argv = argv_log.read_text()
+    assert "--file=" in argv and urlsplit(db).password + "@" not in argv
+    assert "postgresql://" not in argv and "password=" not in argv.lower().replace("--no-password", "")
+
+
+def test_pg_dump_older_than_the_server_is_refused_with_the_fix(db, tmp_path):
+    old = tmp_path / "pg_dump"
+    old.write_text('#!/bin/sh\necho "pg_dump (PostgreSQL) 13.16"\n')
+    old.chmod(0o755)
+    result = run_module("pg_backup_archive", {"database_url": db, "dest_dir": str(tmp_path / "b"),
+                                              "pg_dump_path": str(old)})
+    assert result["failed"]
+    assert result["msg"].startswith("pg_dump 13 cannot dump server 15: install postgresql-client-15")
+    assert not (tmp_path / "b").exists()
+
+
+def test_role_backup_then_restore_after_the_migration_shape(db, tmp_path):
+    dest = tmp_path / "backups"
+    before = snapshot(db)
+    assert before["type"] == "_text"
+    out = run_playbook(tmp_path, [
+        {"ansible.builtin.include_role": {"name": "ledgermind.migrations.pg_backup"},
+         "vars": {"pg_backup_connection": {"url": db}, "pg_backup_dir": str(dest),
+                  "pg_backup_metadata": {"total": 20000}}},
+        {"ansible.builtin.copy": {"content": "{{ pg_backup_report | to_json }}", "dest": str(tmp_path / "report.json"),
+                                  "mode": "0600"}},
+    ])
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["verified"] and report["sha256"] and report["table"] == "public.ml_features"
+
+    # What the migration does, plus data drift afterwards.
+    psql(db, "ALTER TABLE ml_features ALTER COLUMN tokens TYPE jsonb USING to_jsonb(tokens);"
+             " CREATE INDEX ix_ml_features_tokens_gin ON ml_features USING gin (tokens);"
+             " DELETE FROM ml_features WHERE txn_id > 19000; UPDATE ml_features SET merchant = 'x' WHERE txn_id < 10;"
+             " INSERT INTO ml_features VALUES (99999, '[\"new\"]', 'new')")
+    migrated = snapshot(db)
+    assert migrated["type"] == "jsonb" and "ix_ml_features_tokens_gin" in migrated["indexes"]
+
+    role = {"name": "ledgermind.migrations.pg_backup", "tasks_from": "restore"}
+    restore_task = {"ansible.builtin.include_role": role,
+                    "vars": {"pg_backup_connection": {"url": db}, "pg_backup_restore_src": report["path"]}}
+    # Check mode: verifies and lists, changes nothing.
+    out = run_playbook(tmp_path, [restore_task], extra=["--check", "-v"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "TABLE DATA public ml_features" in out.stdout
+    assert snapshot(db) == migrated
+
+    out = run_playbook(tmp_path, [restore_task])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert snapshot(db) == before  # exact rows, text[] again, the GIN index gone with the dropped table
+
+
+def test_failed_restore_leaves_the_table_as_it_was(db, tmp_path):
+    result = backup(db, tmp_path)
+    # Another table now references ml_features: dropping it (to restore) must fail, and roll back.
+    psql(db, "ALTER TABLE ml_features ALTER COLUMN tokens TYPE jsonb USING to_jsonb(tokens);"
+             " CREATE INDEX ix_ml_features_tokens_gin ON ml_features USING gin (tokens);"
+             " UPDATE ml_features SET merchant = 'changed' WHERE txn_id <= 100;"
+             " CREATE TABLE labels (txn_id bigint REFERENCES ml_features (txn_id), label text);"
+             " INSERT INTO labels VALUES (1, 'fraud')")
+    before = snapshot(db)
+    failed = run_module("pg_backup_restore", {"database_url": db, "src": result["path"]})
+    assert failed["failed"]
+    assert "one transaction" in failed["msg"] and "depend" in failed["msg"]
+    assert snapshot(db) == before
+    assert psql(db, "SELECT count(*) FROM labels") == "1"
