@@ -21,13 +21,17 @@ description:
     on a command line, in the process list or in the module output. SSL settings reach pg_dump too.
   - Refuses early, with the fix, when pg_dump is missing or older than the server.
 author:
-  - LedgerMind SRE
+  - LedgerMind SRE (@ledgermind)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details: Checks the connection and the client version, writes nothing and returns the command that would run.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 options:
   database_url:
     description:

@@ -18,12 +18,14 @@ description:
     C(pg_restore --single-transaction --clean --if-exists --exit-on-error --use-list), so the table
     is dropped and recreated in one transaction and a failure leaves it exactly as it was.
   - Works whatever the live table looks like (for example C(tokens) already converted to jsonb with
-    an extra GIN index: dropping the table drops that index), or when it does not exist.
+    an extra GIN index, which goes with the dropped table), or when it does not exist.
   - Works with archives of one table or of the whole database (only the table is restored).
   - Connection settings reach pg_restore as C(PG*) environment variables, so the password is never
     on a command line, in the process list or in the module output.
 author:
-  - LedgerMind SRE
+  - LedgerMind SRE (@ledgermind)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -32,6 +34,8 @@ attributes:
       is not touched.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 options:
   database_url:
     description:
