@@ -1,0 +1,291 @@
+# Copyright (c) 2025, LedgerMind SRE
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Shared PostgreSQL connection handling for the ledgermind.migrations modules.
+
+Private to this collection (hence the leading underscore). Every module is read-only: it
+opens one connection, one READ ONLY transaction with statement and lock timeouts, runs
+catalog queries from ``_queries`` and closes. Errors are turned into ``fail_json`` messages
+that say what to do; passwords never appear in them.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+import typing as t
+
+from ansible.module_utils.basic import missing_required_lib
+
+try:
+    import psycopg2
+    import psycopg2.errorcodes
+    import psycopg2.extensions
+    import psycopg2.extras
+except ImportError:
+    psycopg2 = None  # type: ignore[assignment]
+    HAS_PSYCOPG2 = False
+    PSYCOPG2_IMPORT_ERROR: str | None = traceback.format_exc()
+else:
+    HAS_PSYCOPG2 = True
+    PSYCOPG2_IMPORT_ERROR = None
+
+if t.TYPE_CHECKING:
+    from ansible.module_utils.basic import AnsibleModule
+
+SSL_MODES = ['allow', 'disable', 'prefer', 'require', 'verify-ca', 'verify-full']
+APPLICATION_NAME = 'ledgermind.migrations'
+
+# SQLSTATEs we explain instead of echoing.
+SQLSTATE_QUERY_CANCELED = '57014'
+SQLSTATE_LOCK_NOT_AVAILABLE = '55P03'
+SQLSTATE_INSUFFICIENT_PRIVILEGE = '42501'
+SQLSTATE_READ_ONLY = '25006'
+
+
+def postgres_connection_argument_spec() -> dict[str, dict[str, t.Any]]:
+    """Connection options shared by every module (documented in the ``connection`` fragment).
+
+    Names follow community.postgresql. Everything defaults to ``None`` so that libpq
+    defaults and the ``PG*`` environment variables apply; explicit ``login_*`` options
+    override the matching parts of ``database_url``.
+    """
+    return dict(
+        database_url=dict(type='str', no_log=True),
+        login_host=dict(type='str'),
+        login_port=dict(type='int'),
+        login_user=dict(type='str'),
+        login_password=dict(type='str', no_log=True),
+        login_db=dict(type='str'),
+        login_unix_socket=dict(type='str'),
+        ssl_mode=dict(type='str', choices=SSL_MODES),
+        ca_cert=dict(type='str'),
+        connect_params=dict(type='dict'),
+        connect_timeout=dict(type='int', default=10),
+        query_timeout=dict(type='int', default=300),
+        lock_timeout=dict(type='int', default=5),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers (unit-tested without a database)
+# ---------------------------------------------------------------------------------------------
+
+_URL_PASSWORD = re.compile(r'(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)', re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+
+def redact_url(text: str) -> str:
+    """Replace the password of any ``scheme://user:password@host`` URL or ``password=`` pair."""
+    text = _URL_PASSWORD.sub(lambda m: m.group('head') + '********' + m.group('tail'), text)
+    return _KV_PASSWORD.sub(lambda m: m.group('head') + '********', text)
+
+
+def redact(text: str, secrets: t.Iterable[str | None] = ()) -> str:
+    """Strip URL passwords and every known secret (longest first) from ``text``."""
+    text = redact_url(text)
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, '********')
+    return text
+
+
+def build_connect_kwargs(params: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Map module options to ``psycopg2.connect`` keyword arguments (``None`` dropped).
+
+    ``database_url`` goes in as ``dsn``; libpq merges the keywords over it, so explicit
+    ``login_*`` options win. ``connect_params`` win over everything.
+    """
+    host = params.get('login_host')
+    if not host and params.get('login_unix_socket'):
+        host = params['login_unix_socket']
+    kwargs: dict[str, t.Any] = dict(
+        dsn=params.get('database_url') or None,
+        host=host or None,
+        port=params.get('login_port'),
+        user=params.get('login_user'),
+        password=params.get('login_password'),
+        dbname=params.get('login_db'),
+        sslmode=params.get('ssl_mode'),
+        sslrootcert=params.get('ca_cert'),
+        connect_timeout=params.get('connect_timeout'),
+        application_name=APPLICATION_NAME,
+    )
+    kwargs.update(params.get('connect_params') or {})
+    return {k: v for k, v in kwargs.items() if v is not None and v != ''}
+
+
+def describe_target(conninfo: dict[str, t.Any]) -> str:
+    """``user@host:port/dbname`` for messages: never the password, libpq defaults marked."""
+    user = conninfo.get('user') or '(default user)'
+    host = conninfo.get('host') or conninfo.get('hostaddr') or '(default socket)'
+    port = conninfo.get('port') or '5432'
+    dbname = conninfo.get('dbname') or '(default database)'
+    return '%s@%s:%s/%s' % (user, host, port, dbname)
+
+
+def connection_error_message(error_text: str, target: str) -> str:
+    """Turn a libpq connection error into one actionable sentence."""
+    raw = ' '.join(error_text.split())
+    low = raw.lower()
+    if 'password authentication failed' in low or 'no password supplied' in low or (
+            'role "' in low and 'does not exist' in low) or 'authentication failed' in low:
+        return ('Cannot log in to PostgreSQL as %s: authentication failed. Check login_user and '
+                'login_password (or the credentials in database_url). Server said: %s' % (target, raw))
+    if 'database "' in low and 'does not exist' in low:
+        return ('The database in %s does not exist. Check login_db (or the path of database_url). '
+                'Server said: %s' % (target, raw))
+    if 'timeout expired' in low:
+        return ('Timed out connecting to PostgreSQL at %s (connect_timeout). Check that the server is '
+                'up and reachable from this host, or raise connect_timeout. libpq said: %s' % (target, raw))
+    if ('could not connect' in low or 'connection refused' in low or 'could not translate host name' in low
+            or 'no route to host' in low or 'network is unreachable' in low or 'connection to server' in low):
+        return ('Cannot reach PostgreSQL at %s. Check that the server is running and that login_host/'
+                'login_port (or database_url) point to it. libpq said: %s' % (target, raw))
+    if 'invalid dsn' in low or 'invalid uri' in low or 'missing "="' in low or 'invalid connection option' in low:
+        return ('The connection parameters are invalid (%s). Check database_url (a libpq URI such as '
+                'postgresql://user:password@host:5432/dbname) and connect_params.' % raw)
+    if 'ssl' in low:
+        return ('SSL negotiation with PostgreSQL at %s failed. Check ssl_mode and ca_cert. libpq said: %s'
+                % (target, raw))
+    return 'Cannot connect to PostgreSQL at %s: %s' % (target, raw)
+
+
+def query_error_message(sqlstate: str | None, error_text: str, lock_timeout: int | None,
+                        query_timeout: int | None, relation: str | None = None,
+                        blockers: list[str] | None = None) -> str:
+    """Turn an error raised while running a read-only query into an actionable sentence."""
+    raw = ' '.join(error_text.split())
+    what = relation or 'the table'
+    if sqlstate == SQLSTATE_LOCK_NOT_AVAILABLE:
+        held = '; '.join(blockers or []) or 'see pg_stat_activity where wait_event_type = Lock'
+        return ('%s is locked by another session: %s. Gave up after lock_timeout=%ss rather than queue '
+                'behind it (an ALTER TABLE holds ACCESS EXCLUSIVE until it commits). Retry once that '
+                'session finishes, or raise lock_timeout.' % (what, held, lock_timeout))
+    if sqlstate == SQLSTATE_QUERY_CANCELED:
+        return ('The query on %s was cancelled after query_timeout=%ss (statement_timeout). The table may '
+                'be large or the server busy: raise query_timeout or run off-peak. Server said: %s'
+                % (what, query_timeout, raw))
+    if sqlstate == SQLSTATE_INSUFFICIENT_PRIVILEGE:
+        return ('Permission denied while inspecting %s: grant the login role SELECT on it (and USAGE on '
+                'its schema). Server said: %s' % (what, raw))
+    if sqlstate == SQLSTATE_READ_ONLY:
+        return ('This module only reads: the statement tried to write inside its READ ONLY transaction. '
+                'Server said: %s' % raw)
+    return 'PostgreSQL error while inspecting %s: %s' % (what, raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Database edge
+# ---------------------------------------------------------------------------------------------
+
+def ensure_psycopg2(module: AnsibleModule) -> None:
+    """Fail with the standard ``missing_required_lib`` message when psycopg2 is not importable."""
+    if not HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib('psycopg2', url='https://pypi.org/project/psycopg2-binary/'),
+                         exception=PSYCOPG2_IMPORT_ERROR)
+
+
+def _secrets(params: dict[str, t.Any]) -> list[str | None]:
+    secrets: list[str | None] = [params.get('login_password'), params.get('database_url')]
+    url = params.get('database_url')
+    if url and HAS_PSYCOPG2:
+        try:
+            secrets.append(psycopg2.extensions.parse_dsn(url).get('password'))
+        except Exception:  # a malformed URL: fall back on regex redaction
+            pass
+    for key in ('password', 'sslpassword'):
+        secrets.append((params.get('connect_params') or {}).get(key))
+    return secrets
+
+
+def target_of(params: dict[str, t.Any]) -> str:
+    """Describe where we connect to, from the merged connection parameters, without secrets."""
+    kwargs = build_connect_kwargs(params)
+    dsn = kwargs.pop('dsn', None)
+    try:
+        merged = psycopg2.extensions.parse_dsn(psycopg2.extensions.make_dsn(dsn, **kwargs))
+    except Exception:
+        merged = dict(kwargs)
+    return describe_target(merged)
+
+
+def fail(module: AnsibleModule, msg: str, **result: t.Any) -> t.NoReturn:
+    """``fail_json`` with secrets stripped from the message; always ``changed: false``."""
+    module.fail_json(msg=redact(msg, _secrets(module.params)), changed=False, **result)
+    raise AssertionError('unreachable')  # fail_json exits; keeps type checkers and tests honest
+
+
+def connect(module: AnsibleModule) -> t.Any:
+    """Open a connection and a READ ONLY, REPEATABLE READ transaction with our timeouts.
+
+    Returns a psycopg2 connection whose cursors yield dicts. All queries a module runs see one
+    snapshot, so counts, fingerprints and samples agree with each other.
+    """
+    ensure_psycopg2(module)
+    params = module.params
+    kwargs = build_connect_kwargs(params)
+    try:
+        conn = psycopg2.connect(cursor_factory=psycopg2.extras.RealDictCursor, **kwargs)
+    except psycopg2.Error as e:
+        fail(module, connection_error_message(str(e), target_of(params)))
+    except Exception as e:  # noqa: BLE001 - e.g. a malformed option; never a traceback
+        fail(module, connection_error_message(str(e), target_of(params)))
+    try:
+        conn.set_session(isolation_level='REPEATABLE READ', readonly=True, autocommit=False)
+        with conn.cursor() as cur:
+            # set_config(..., true) is SET LOCAL: it ends with the transaction.
+            cur.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+                        (_seconds(params.get('query_timeout')), _seconds(params.get('lock_timeout'))))
+    except psycopg2.Error as e:
+        conn.close()
+        fail(module, query_error_message(e.pgcode, str(e), params.get('lock_timeout'), params.get('query_timeout')))
+    return conn
+
+
+def _seconds(value: int | None) -> str:
+    """PostgreSQL duration for a timeout in seconds; 0 or None disables it."""
+    return '%ss' % int(value) if value else '0'
+
+
+def set_local(conn: t.Any, setting: str, value: str) -> None:
+    """``SET LOCAL setting = value`` via ``set_config`` with bind parameters."""
+    with conn.cursor() as cur:
+        cur.execute('SELECT set_config(%s, %s, true)', (setting, value))
+
+
+def fail_on_query_error(module: AnsibleModule, conn: t.Any, error: Exception, relation: str | None = None,
+                        blockers_sql: t.Any = None, blockers_params: t.Any = None) -> t.NoReturn:
+    """Fail with a clear message for an error raised by a module query.
+
+    On a lock timeout, ``blockers_sql`` (from ``_queries``) is run in a fresh transaction to name
+    the sessions holding locks on the relation.
+    """
+    params = module.params
+    sqlstate = getattr(error, 'pgcode', None)
+    blockers: list[str] = []
+    if sqlstate == SQLSTATE_LOCK_NOT_AVAILABLE and blockers_sql is not None:
+        blockers = _lock_holders(conn, blockers_sql, blockers_params)
+    fail(module, query_error_message(sqlstate, str(error), params.get('lock_timeout'),
+                                     params.get('query_timeout'), relation, blockers))
+
+
+def _lock_holders(conn: t.Any, blockers_sql: t.Any, blockers_params: t.Any) -> list[str]:
+    try:
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('statement_timeout', '5s', true)")
+            cur.execute(blockers_sql, blockers_params)
+            rows = cur.fetchall()
+        return ['pid %s (%s, %s, %s): %s' % (r['pid'], r['usename'], r['mode'], r['state'],
+                                             ' '.join((r['query'] or '').split())[:200]) for r in rows]
+    except Exception:  # best effort: the message still explains the lock timeout
+        return []
+
+
+def close(conn: t.Any) -> None:
+    """End the read-only transaction and close; never raises."""
+    try:
+        conn.rollback()
+        conn.close()
+    except Exception:
+        pass

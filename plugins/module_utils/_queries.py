@@ -1,0 +1,451 @@
+# Copyright (c) 2025, LedgerMind SRE
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""All SQL used by the ledgermind.migrations modules, plus pure helpers around it.
+
+Rules: values go in as bind parameters; identifiers only through ``psycopg2.sql.Identifier``.
+Nothing here fetches a whole table into Python: aggregates run in PostgreSQL, samples are
+capped with LIMIT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import typing as t
+
+try:
+    from psycopg2 import sql
+except ImportError:  # reported by _connection.ensure_psycopg2 before any query runs
+    sql = None  # type: ignore[assignment]
+
+JSON_TYPES = ('array', 'object', 'string', 'number', 'boolean')
+ELEMENT_TYPES = ('string', 'number', 'boolean', 'object', 'array', 'null', 'any')
+# Two independent 64-bit row hashes (seeds: the Alembic revision and its parent's date).
+FINGERPRINT_SEEDS = (0x502D44CD70AB, 20251109)
+FINGERPRINT_VERSION = 'v1'
+# Counts whose offending keys are sampled (null_elements is informative, not an offence).
+SAMPLED_COUNTS = ('invalid_types', 'element_type_violations', 'roundtrip_violations', 'null_elements')
+VIOLATION_COUNTS = ('invalid_types', 'element_type_violations', 'roundtrip_violations')
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers: type names
+# ---------------------------------------------------------------------------------------------
+
+_TYPE_ALIASES = {
+    'int': 'int4', 'integer': 'int4', 'int4': 'int4', 'serial': 'int4',
+    'bigint': 'int8', 'int8': 'int8', 'bigserial': 'int8',
+    'smallint': 'int2', 'int2': 'int2',
+    'boolean': 'bool', 'bool': 'bool',
+    'character varying': 'varchar', 'varchar': 'varchar',
+    'character': 'bpchar', 'char': 'bpchar', 'bpchar': 'bpchar',
+    'double precision': 'float8', 'float8': 'float8', 'float': 'float8',
+    'real': 'float4', 'float4': 'float4',
+    'decimal': 'numeric', 'numeric': 'numeric',
+    'timestamp': 'timestamp', 'timestamp without time zone': 'timestamp',
+    'timestamptz': 'timestamptz', 'timestamp with time zone': 'timestamptz',
+    'time': 'time', 'time without time zone': 'time',
+    'timetz': 'timetz', 'time with time zone': 'timetz',
+}
+
+
+def normalize_type_name(name: str) -> str:
+    """Normalise a PostgreSQL type name to its ``pg_type.typname`` (information_schema udt_name).
+
+    ``text[]``, ``_text`` and ``text ARRAY`` give ``_text``; ``jsonb`` stays ``jsonb``;
+    ``ARRAY`` (information_schema ``data_type`` of any array) gives ``array``; SQL spellings
+    such as ``character varying(20)`` or ``bigint`` give ``varchar`` / ``int8``.
+    """
+    text = ' '.join(str(name).strip().lower().replace('"', '').split())
+    if not text:
+        raise ValueError('empty type name')
+    if text.startswith('pg_catalog.'):
+        text = text[len('pg_catalog.'):]
+    if text in ('array', 'any array', 'anyarray'):
+        return 'array'
+    is_array = False
+    if text.endswith(' array'):
+        text, is_array = text[:-len(' array')].strip(), True
+    while re.search(r'\[\d*\]$', text):
+        text, is_array = re.sub(r'\s*\[\d*\]$', '', text), True
+    text = re.sub(r'\s*\([^)]*\)', '', text).strip()  # typmods: varchar(20), numeric(10,2)
+    if text.startswith('_'):
+        text, is_array = text[1:], True
+    base = _TYPE_ALIASES.get(text, text)
+    return '_' + base if is_array else base
+
+
+def type_matches(expected: str, data_type: str | None, udt_name: str | None) -> bool:
+    """Whether a column (information_schema ``data_type``/``udt_name``) has the expected type."""
+    wanted = normalize_type_name(expected)
+    if wanted == 'array':
+        return (data_type or '').upper() == 'ARRAY'
+    return udt_name is not None and normalize_type_name(udt_name) == wanted
+
+
+def display_type(udt_name: str | None) -> str:
+    """``_text`` -> ``text[]`` for human messages."""
+    if not udt_name:
+        return 'unknown'
+    return udt_name[1:] + '[]' if udt_name.startswith('_') else udt_name
+
+
+def column_kind(data_type: str | None, udt_name: str | None) -> str | None:
+    """How pg_jsonb_integrity reads a column: ``jsonb``, ``json``, ``array`` or ``None``."""
+    if udt_name == 'jsonb':
+        return 'jsonb'
+    if udt_name == 'json':
+        return 'json'
+    if (data_type or '').upper() == 'ARRAY':
+        return 'array'
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers: integrity results
+# ---------------------------------------------------------------------------------------------
+
+def fingerprint(total: int, hash_sums: t.Sequence[t.Any]) -> str:
+    """One hex digest from the row count and the per-seed sums of row hashes.
+
+    The sums are order-independent (so the scan needs no ORDER BY and no memory) and each row
+    hash covers ``key:value``, so changing a value or swapping values between rows changes it.
+    """
+    canonical = '%s:%d:%s' % (FINGERPRINT_VERSION, int(total), ':'.join(str(int(s)) for s in hash_sums))
+    return hashlib.sha256(canonical.encode('ascii')).hexdigest()[:32]
+
+
+def violation_total(counts: dict[str, t.Any]) -> int:
+    """Rows/elements that fail the integrity contract (null elements are not counted)."""
+    return sum(int(counts.get(name) or 0) for name in VIOLATION_COUNTS)
+
+
+def jsonable(value: t.Any) -> t.Any:
+    """A key value as module output: ints, floats, strings and bools as-is, anything else as text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def decode_json(value: t.Any) -> t.Any:
+    """psycopg2 decodes jsonb already; json columns cast to jsonb too. Decode stray text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def shape_sample_rows(rows: t.Iterable[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """``[{key, value, length}]`` with value JSON-decoded and length for arrays (else None)."""
+    shaped = []
+    for row in rows:
+        value = decode_json(row['value'])
+        shaped.append(dict(key=jsonable(row['key']), value=value,
+                           length=len(value) if isinstance(value, list) else None))
+    return shaped
+
+
+def missing_keys(requested: t.Sequence[t.Any], found_rows: t.Sequence[dict[str, t.Any]]) -> list[t.Any]:
+    """Requested sample_keys that matched no row (compared as text)."""
+    found = {str(row['key']) for row in found_rows}
+    return [k for k in requested if str(k) not in found]
+
+
+def integrity_summary(counts: dict[str, t.Any], relation: str) -> str:
+    """Human sentence for a failed integrity check."""
+    parts = ['%s=%s' % (name, counts.get(name, 0)) for name in VIOLATION_COUNTS if counts.get(name)]
+    return 'Integrity check failed on %s: %s (of %s rows).' % (relation, ', '.join(parts), counts.get('total'))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers: indexes and plans
+# ---------------------------------------------------------------------------------------------
+
+_PLAN_START = re.compile(r'^\s*(\(\s*)*(select|with|values|table)\b', re.I)
+
+
+def check_plan_query(query: str) -> str:
+    """Return the query without trailing ``;`` or raise ValueError when it is not one SELECT."""
+    text = query.strip().rstrip(';').strip()
+    if not text:
+        raise ValueError('plan_query is empty')
+    if ';' in text:
+        raise ValueError('plan_query must be a single statement (found ";")')
+    if not _PLAN_START.match(text):
+        raise ValueError('plan_query must be a SELECT (or WITH/VALUES/TABLE) statement')
+    return text
+
+
+def plan_root(explain_json: t.Any) -> dict[str, t.Any]:
+    """The top ``Plan`` node of ``EXPLAIN (FORMAT JSON)`` output (list, dict or JSON text)."""
+    doc = decode_json(explain_json)
+    if isinstance(doc, list):
+        doc = doc[0] if doc else {}
+    return doc.get('Plan', doc) if isinstance(doc, dict) else {}
+
+
+def iter_plan_nodes(node: dict[str, t.Any]) -> t.Iterator[dict[str, t.Any]]:
+    """Depth-first walk over a plan node and its ``Plans`` children (incl. init/sub plans)."""
+    yield node
+    for child in node.get('Plans') or []:
+        yield from iter_plan_nodes(child)
+
+
+def plan_index_names(explain_json: t.Any) -> list[str]:
+    """Every ``Index Name`` in the plan, in walk order."""
+    return [n['Index Name'] for n in iter_plan_nodes(plan_root(explain_json)) if n.get('Index Name')]
+
+
+def _node_line(node: dict[str, t.Any]) -> str:
+    label = node.get('Node Type', '?')
+    if node.get('Index Name'):
+        label += ' using %s' % node['Index Name'] if 'Bitmap' not in label else ' on %s' % node['Index Name']
+    if node.get('Relation Name'):
+        label += ' on %s' % node['Relation Name']
+        if node.get('Alias') and node['Alias'] != node['Relation Name']:
+            label += ' %s' % node['Alias']
+    if 'Total Cost' in node:
+        label += '  (cost=%.2f..%.2f rows=%s width=%s)' % (node.get('Startup Cost', 0), node['Total Cost'],
+                                                           node.get('Plan Rows'), node.get('Plan Width'))
+    if 'Actual Total Time' in node:
+        label += ' (actual time=%.3f..%.3f rows=%s loops=%s)' % (
+            node.get('Actual Startup Time', 0), node['Actual Total Time'], node.get('Actual Rows'),
+            node.get('Actual Loops'))
+    return label
+
+
+def render_plan(explain_json: t.Any) -> list[str]:
+    """Text lines resembling ``EXPLAIN`` output, rendered from the JSON plan."""
+    doc = decode_json(explain_json)
+    top = doc[0] if isinstance(doc, list) and doc else (doc if isinstance(doc, dict) else {})
+    lines: list[str] = []
+
+    def walk(node: dict[str, t.Any], depth: int) -> None:
+        pad = '  ' * depth + ('->  ' if depth else '')
+        lines.append(pad + _node_line(node))
+        for cond in ('Index Cond', 'Recheck Cond', 'Filter', 'Hash Cond', 'Join Filter'):
+            if node.get(cond):
+                lines.append('  ' * depth + ('      ' if depth else '  ') + '%s: %s' % (cond, node[cond]))
+        for child in node.get('Plans') or []:
+            walk(child, depth + 1)
+
+    walk(plan_root(doc), 0)
+    for key in ('Planning Time', 'Execution Time'):
+        if key in top:
+            lines.append('%s: %.3f ms' % (key, top[key]))
+    return lines
+
+
+def index_mismatches(info: dict[str, t.Any], expect: dict[str, t.Any]) -> list[str]:
+    """Every way an existing index differs from the expectations (empty list: all good)."""
+    problems = []
+    name = info.get('name')
+    if expect.get('table') and info.get('table') != expect['table']:
+        problems.append('index %s is on table %s, expected %s' % (name, info.get('table'), expect['table']))
+    if expect.get('method') and (info.get('method') or '').lower() != expect['method'].lower():
+        problems.append('access method is %s, expected %s' % (info.get('method'), expect['method']))
+    opclasses = info.get('opclasses') or []
+    if expect.get('opclass') and (not opclasses or any(o != expect['opclass'] for o in opclasses)):
+        problems.append('operator class is %s, expected %s' % (', '.join(opclasses) or 'none', expect['opclass']))
+    if expect.get('column') and list(info.get('columns') or []) != [expect['column']]:
+        problems.append('indexed columns are %s, expected [%s]'
+                        % ('[' + ', '.join(info.get('columns') or []) + ']', expect['column']))
+    if expect.get('require_valid') and not info.get('valid'):
+        problems.append('index is INVALID (indisvalid = false; e.g. a failed CREATE INDEX CONCURRENTLY): '
+                        'drop and recreate it')
+    if expect.get('require_valid') and not info.get('ready'):
+        problems.append('index is not ready for inserts (indisready = false)')
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalog SQL (bind parameters only)
+# ---------------------------------------------------------------------------------------------
+
+RELATION_SQL = """
+SELECT n.oid IS NOT NULL AS schema_exists, c.oid::bigint AS relid, c.relkind::text AS relkind
+FROM (SELECT %(schema)s::name AS nspname) AS q
+LEFT JOIN pg_catalog.pg_namespace AS n ON n.nspname = q.nspname
+LEFT JOIN pg_catalog.pg_class AS c
+       ON c.relnamespace = n.oid AND c.relname = %(table)s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+"""
+
+# pg_attribute sees every column (information_schema hides those without privileges);
+# information_schema provides the runbook's data_type spelling when visible.
+COLUMN_SQL = """
+SELECT a.attname::text AS column_name,
+       coalesce(c.data_type,
+                CASE WHEN t.typcategory = 'A' THEN 'ARRAY' ELSE pg_catalog.format_type(a.atttypid, NULL) END
+       )::text AS data_type,
+       t.typname::text AS udt_name,
+       pg_catalog.format_type(a.atttypid, a.atttypmod) AS formatted_type,
+       NOT a.attnotnull AS is_nullable
+FROM pg_catalog.pg_attribute AS a
+JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+LEFT JOIN information_schema.columns AS c
+       ON c.table_schema = %(schema)s AND c.table_name = %(table)s AND c.column_name = a.attname
+WHERE a.attrelid = %(relid)s::oid AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+PRIMARY_KEY_SQL = """
+SELECT a.attname::text AS column_name
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = %(relid)s::oid AND i.indisprimary
+ORDER BY a.attnum
+"""
+
+INDEX_SQL = """
+SELECT ci.relname::text AS name,
+       n.nspname::text AS schema,
+       ct.relname::text AS table,
+       am.amname::text AS method,
+       i.indisvalid AS valid,
+       i.indisready AS ready,
+       i.indisunique AS is_unique,
+       i.indisprimary AS is_primary,
+       pg_catalog.pg_get_indexdef(ci.oid) AS definition,
+       pg_catalog.pg_relation_size(ci.oid) AS size_bytes,
+       ARRAY(SELECT pg_catalog.pg_get_indexdef(ci.oid, k, true)
+             FROM generate_series(1, i.indnkeyatts::int) AS k ORDER BY k) AS columns,
+       ARRAY(SELECT opc.opcname::text
+             FROM unnest(i.indclass::oid[]) WITH ORDINALITY AS u(opc_oid, ord)
+             JOIN pg_catalog.pg_opclass AS opc ON opc.oid = u.opc_oid
+             ORDER BY u.ord) AS opclasses
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS ci ON ci.oid = i.indexrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = ci.relnamespace
+JOIN pg_catalog.pg_class AS ct ON ct.oid = i.indrelid
+JOIN pg_catalog.pg_am AS am ON am.oid = ci.relam
+WHERE n.nspname = %(schema)s AND ci.relname = %(name)s
+"""
+
+# Who holds (or waits for) locks on the named relations of a schema: for lock-timeout messages.
+LOCK_HOLDERS_SQL = """
+SELECT DISTINCT l.pid, a.usename::text AS usename, l.mode, a.state, a.query
+FROM pg_catalog.pg_locks AS l
+JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+JOIN pg_catalog.pg_class AS c ON c.oid = l.relation
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+  AND n.nspname = %(schema)s AND c.relname = ANY (%(names)s)
+ORDER BY l.pid
+LIMIT 5
+"""
+
+
+def lock_holders_params(schema: str, *names: str | None) -> dict[str, t.Any]:
+    """Bind parameters for ``LOCK_HOLDERS_SQL``."""
+    return dict(schema=schema, names=[n for n in names if n])
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity SQL (composed with sql.Identifier)
+# ---------------------------------------------------------------------------------------------
+
+def _value_expr(kind: str, column: t.Any) -> t.Any:
+    """The column as jsonb: identical text for the same data whether text[] or jsonb."""
+    if kind == 'array':
+        return sql.SQL('to_jsonb({})').format(column)
+    if kind == 'json':
+        return sql.SQL('{}::jsonb').format(column)
+    return column
+
+
+def _roundtrip_condition(kind: str) -> t.Any:
+    """Values that would not survive text[] -> jsonb -> text[] unchanged."""
+    if kind == 'array':
+        return sql.SQL('s.raw IS NOT NULL AND (array_ndims(s.raw) > 1 OR array_lower(s.raw, 1) <> 1)')
+    return sql.SQL("s.v IS NOT NULL AND (jsonb_typeof(s.v) <> 'array' OR el.nonstring > 0)")
+
+
+def _scan_from(schema: str, table: str, key: str, column: str, kind: str, with_elements: bool) -> t.Any:
+    """``FROM (key, value-as-jsonb, raw) [CROSS JOIN LATERAL per-row element counts]``."""
+    col = sql.Identifier(column)
+    source = sql.SQL('FROM (SELECT {key} AS k, {value} AS v, {col} AS raw FROM {rel}) AS s').format(
+        key=sql.Identifier(key), value=_value_expr(kind, col), col=col, rel=sql.Identifier(schema, table))
+    if not with_elements:
+        return source
+    return source + sql.SQL("""
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE jsonb_typeof(e) <> 'null' AND %(element_type)s::text IS NOT NULL
+                              AND jsonb_typeof(e) <> %(element_type)s::text) AS bad,
+           count(*) FILTER (WHERE jsonb_typeof(e) = 'null') AS nulls,
+           count(*) FILTER (WHERE jsonb_typeof(e) NOT IN ('string', 'null')) AS nonstring
+    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(s.v) = 'array' THEN s.v END) AS e
+) AS el""")
+
+
+def _conditions(kind: str) -> dict[str, t.Any]:
+    return dict(
+        invalid_types=sql.SQL('s.v IS NOT NULL AND jsonb_typeof(s.v) <> %(expected_type)s::text'),
+        element_type_violations=sql.SQL('el.bad > 0'),
+        null_elements=sql.SQL('el.nulls > 0'),
+        roundtrip_violations=_roundtrip_condition(kind),
+    )
+
+
+def integrity_params(expected_type: str, element_type: str) -> dict[str, t.Any]:
+    """Bind parameters shared by the integrity queries (``any`` disables element checks)."""
+    return dict(expected_type=expected_type, element_type=None if element_type == 'any' else element_type,
+                seed1=FINGERPRINT_SEEDS[0], seed2=FINGERPRINT_SEEDS[1])
+
+
+def integrity_counts_sql(schema: str, table: str, key: str, column: str, kind: str) -> t.Any:
+    """One pass over the table: every count and the fingerprint sums, via FILTER aggregates."""
+    cond = _conditions(kind)
+    row_hash = "hashtextextended(s.k::text || ':' || coalesce(s.v::text, 'NULL'), %({})s)"
+    return sql.SQL("""
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE s.v IS NULL) AS nulls,
+       count(*) FILTER (WHERE s.v = '[]'::jsonb OR s.v = '{{}}'::jsonb) AS empty,
+       count(*) FILTER (WHERE {invalid}) AS invalid_types,
+       coalesce(sum(el.bad), 0) AS element_type_violations,
+       coalesce(sum(el.nulls), 0) AS null_elements,
+       count(*) FILTER (WHERE {roundtrip}) AS roundtrip_violations,
+       coalesce(sum({h1}::numeric), 0) AS hash1,
+       coalesce(sum({h2}::numeric), 0) AS hash2
+{source}""").format(invalid=cond['invalid_types'], roundtrip=cond['roundtrip_violations'],
+                    h1=sql.SQL(row_hash.format('seed1')), h2=sql.SQL(row_hash.format('seed2')),
+                    source=_scan_from(schema, table, key, column, kind, with_elements=True))
+
+
+def offending_keys_sql(schema: str, table: str, key: str, column: str, kind: str, count_name: str) -> t.Any:
+    """Keys of the rows behind one count, capped by ``%(limit)s``."""
+    return sql.SQL('SELECT s.k AS key\n{source}\nWHERE {cond}\nORDER BY s.k\nLIMIT %(limit)s').format(
+        source=_scan_from(schema, table, key, column, kind, with_elements=True),
+        cond=_conditions(kind)[count_name])
+
+
+def sample_rows_sql(schema: str, table: str, key: str, column: str, kind: str) -> t.Any:
+    """The runbook's ``WHERE tokens IS NOT NULL LIMIT 5`` sample, ordered by key."""
+    return sql.SQL('SELECT s.k AS key, s.v AS value\n{source}\nWHERE s.v IS NOT NULL\nORDER BY s.k\n'
+                   'LIMIT %(limit)s').format(source=_scan_from(schema, table, key, column, kind, False))
+
+
+def sample_keys_sql(schema: str, table: str, key: str, column: str, kind: str) -> t.Any:
+    """Rows for ``%(keys)s`` (text). Each key is converted to the key column's own type by
+    populating the table's row type, so no type name is ever spliced into the SQL."""
+    return sql.SQL("""SELECT s.k AS key, s.v AS value
+{source}
+WHERE s.k IN (SELECT (jsonb_populate_record(NULL::{rel}, jsonb_build_object(%(key_name)s::text, x))).{key}
+              FROM unnest(%(keys)s::text[]) AS x)
+ORDER BY s.k""").format(source=_scan_from(schema, table, key, column, kind, False),
+                        rel=sql.Identifier(schema, table), key=sql.Identifier(key))
+
+
+# ---------------------------------------------------------------------------------------------
+# EXPLAIN
+# ---------------------------------------------------------------------------------------------
+
+def explain_sql(plan_query: str, analyze: bool) -> t.Any:
+    """``EXPLAIN (FORMAT JSON[, ANALYZE])`` of a query already checked by ``check_plan_query``.
+
+    Run without bind parameters so a ``%`` in the query is taken literally; the READ ONLY
+    transaction stops anything but reads, even under ANALYZE.
+    """
+    options = 'FORMAT JSON, ANALYZE, BUFFERS' if analyze else 'FORMAT JSON'
+    return sql.SQL('EXPLAIN ({}) ').format(sql.SQL(options)) + sql.SQL(plan_query)
