@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 
-class ModuleDocFragment(object):
+class ModuleDocFragment:
     # Connection options shared by every ledgermind.migrations module
     # (plugins/module_utils/_connection.py:postgres_connection_argument_spec).
     DOCUMENTATION = r'''
@@ -44,7 +44,8 @@ options:
     type: str
   login_unix_socket:
     description:
-      - Directory of the Unix domain socket for local connections; used when O(login_host) is not set.
+      - Directory of the Unix domain socket for local connections; used when O(login_host) is unset or C(localhost)
+        (as in community.postgresql).
     type: str
   ssl_mode:
     description:

@@ -11,6 +11,7 @@ that say what to do; passwords never appear in them.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import traceback
 import typing as t
@@ -23,7 +24,7 @@ try:
     import psycopg2.extensions
     import psycopg2.extras
 except ImportError:
-    psycopg2 = None  # type: ignore[assignment]
+    psycopg2 = None
     HAS_PSYCOPG2 = False
     PSYCOPG2_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
@@ -96,7 +97,8 @@ def build_connect_kwargs(params: dict[str, t.Any]) -> dict[str, t.Any]:
     ``login_*`` options win. ``connect_params`` win over everything.
     """
     host = params.get('login_host')
-    if not host and params.get('login_unix_socket'):
+    # As community.postgresql: the socket directory replaces an unset or localhost host.
+    if params.get('login_unix_socket') and (not host or host == 'localhost'):
         host = params['login_unix_socket']
     kwargs: dict[str, t.Any] = dict(
         dsn=params.get('database_url') or None,
@@ -120,7 +122,7 @@ def describe_target(conninfo: dict[str, t.Any]) -> str:
     host = conninfo.get('host') or conninfo.get('hostaddr') or '(default socket)'
     port = conninfo.get('port') or '5432'
     dbname = conninfo.get('dbname') or '(default database)'
-    return '%s@%s:%s/%s' % (user, host, port, dbname)
+    return f'{user}@{host}:{port}/{dbname}'
 
 
 def connection_error_message(error_text: str, target: str) -> str:
@@ -129,25 +131,24 @@ def connection_error_message(error_text: str, target: str) -> str:
     low = raw.lower()
     if 'password authentication failed' in low or 'no password supplied' in low or (
             'role "' in low and 'does not exist' in low) or 'authentication failed' in low:
-        return ('Cannot log in to PostgreSQL as %s: authentication failed. Check login_user and '
-                'login_password (or the credentials in database_url). Server said: %s' % (target, raw))
+        return (f'Cannot log in to PostgreSQL as {target}: authentication failed. Check login_user and '
+                f'login_password (or the credentials in database_url). Server said: {raw}')
     if 'database "' in low and 'does not exist' in low:
-        return ('The database in %s does not exist. Check login_db (or the path of database_url). '
-                'Server said: %s' % (target, raw))
+        return (f'The database in {target} does not exist. Check login_db (or the path of database_url). '
+                f'Server said: {raw}')
     if 'timeout expired' in low:
-        return ('Timed out connecting to PostgreSQL at %s (connect_timeout). Check that the server is '
-                'up and reachable from this host, or raise connect_timeout. libpq said: %s' % (target, raw))
+        return (f'Timed out connecting to PostgreSQL at {target} (connect_timeout). Check that the server is '
+                f'up and reachable from this host, or raise connect_timeout. libpq said: {raw}')
     if ('could not connect' in low or 'connection refused' in low or 'could not translate host name' in low
             or 'no route to host' in low or 'network is unreachable' in low or 'connection to server' in low):
-        return ('Cannot reach PostgreSQL at %s. Check that the server is running and that login_host/'
-                'login_port (or database_url) point to it. libpq said: %s' % (target, raw))
+        return (f'Cannot reach PostgreSQL at {target}. Check that the server is running and that login_host/'
+                f'login_port (or database_url) point to it. libpq said: {raw}')
     if 'invalid dsn' in low or 'invalid uri' in low or 'missing "="' in low or 'invalid connection option' in low:
-        return ('The connection parameters are invalid (%s). Check database_url (a libpq URI such as '
-                'postgresql://user:password@host:5432/dbname) and connect_params.' % raw)
+        return (f'The connection parameters are invalid ({raw}). Check database_url (a libpq URI such as '
+                'postgresql://user:password@host:5432/dbname) and connect_params.')
     if 'ssl' in low:
-        return ('SSL negotiation with PostgreSQL at %s failed. Check ssl_mode and ca_cert. libpq said: %s'
-                % (target, raw))
-    return 'Cannot connect to PostgreSQL at %s: %s' % (target, raw)
+        return (f'SSL negotiation with PostgreSQL at {target} failed. Check ssl_mode and ca_cert. libpq said: {raw}')
+    return f'Cannot connect to PostgreSQL at {target}: {raw}'
 
 
 def query_error_message(sqlstate: str | None, error_text: str, lock_timeout: int | None,
@@ -158,20 +159,19 @@ def query_error_message(sqlstate: str | None, error_text: str, lock_timeout: int
     what = relation or 'the table'
     if sqlstate == SQLSTATE_LOCK_NOT_AVAILABLE:
         held = '; '.join(blockers or []) or 'see pg_stat_activity where wait_event_type = Lock'
-        return ('%s is locked by another session: %s. Gave up after lock_timeout=%ss rather than queue '
-                'behind it (an ALTER TABLE holds ACCESS EXCLUSIVE until it commits). Retry once that '
-                'session finishes, or raise lock_timeout.' % (what, held, lock_timeout))
+        return (f'{what} is locked by another session: {held}. Gave up after lock_timeout={lock_timeout}s '
+                'rather than queue behind it (an ALTER TABLE holds ACCESS EXCLUSIVE until it commits). Retry once that '
+                'session finishes, or raise lock_timeout.')
     if sqlstate == SQLSTATE_QUERY_CANCELED:
-        return ('The query on %s was cancelled after query_timeout=%ss (statement_timeout). The table may '
-                'be large or the server busy: raise query_timeout or run off-peak. Server said: %s'
-                % (what, query_timeout, raw))
+        return (f'The query on {what} was cancelled after query_timeout={query_timeout}s (statement_timeout). '
+                f'The table may be large or the server busy: raise query_timeout or run off-peak. Server said: {raw}')
     if sqlstate == SQLSTATE_INSUFFICIENT_PRIVILEGE:
-        return ('Permission denied while inspecting %s: grant the login role SELECT on it (and USAGE on '
-                'its schema). Server said: %s' % (what, raw))
+        return (f'Permission denied while inspecting {what}: grant the login role SELECT on it (and USAGE on '
+                f'its schema). Server said: {raw}')
     if sqlstate == SQLSTATE_READ_ONLY:
         return ('This module only reads: the statement tried to write inside its READ ONLY transaction. '
-                'Server said: %s' % raw)
-    return 'PostgreSQL error while inspecting %s: %s' % (what, raw)
+                f'Server said: {raw}')
+    return f'PostgreSQL error while inspecting {what}: {raw}'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,10 +189,8 @@ def _secrets(params: dict[str, t.Any]) -> list[str | None]:
     secrets: list[str | None] = [params.get('login_password'), params.get('database_url')]
     url = params.get('database_url')
     if url and HAS_PSYCOPG2:
-        try:
+        with contextlib.suppress(Exception):  # a malformed URL: fall back on regex redaction
             secrets.append(psycopg2.extensions.parse_dsn(url).get('password'))
-        except Exception:  # a malformed URL: fall back on regex redaction
-            pass
     for key in ('password', 'sslpassword'):
         secrets.append((params.get('connect_params') or {}).get(key))
     return secrets
@@ -244,7 +242,7 @@ def connect(module: AnsibleModule) -> t.Any:
 
 def _seconds(value: int | None) -> str:
     """PostgreSQL duration for a timeout in seconds; 0 or None disables it."""
-    return '%ss' % int(value) if value else '0'
+    return f'{int(value)}s' if value else '0'
 
 
 def set_local(conn: t.Any, setting: str, value: str) -> None:
@@ -276,10 +274,14 @@ def _lock_holders(conn: t.Any, blockers_sql: t.Any, blockers_params: t.Any) -> l
             cur.execute("SELECT set_config('statement_timeout', '5s', true)")
             cur.execute(blockers_sql, blockers_params)
             rows = cur.fetchall()
-        return ['pid %s (%s, %s, %s): %s' % (r['pid'], r['usename'], r['mode'], r['state'],
-                                             ' '.join((r['query'] or '').split())[:200]) for r in rows]
+        return [_holder(r) for r in rows]
     except Exception:  # best effort: the message still explains the lock timeout
         return []
+
+
+def _holder(row: dict[str, t.Any]) -> str:
+    query = ' '.join((row['query'] or '').split())[:200]
+    return f"pid {row['pid']} ({row['usename']}, {row['mode']}, {row['state']}): {query}"
 
 
 def close(conn: t.Any) -> None:

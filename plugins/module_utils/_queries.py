@@ -18,7 +18,7 @@ import typing as t
 try:
     from psycopg2 import sql
 except ImportError:  # reported by _connection.ensure_psycopg2 before any query runs
-    sql = None  # type: ignore[assignment]
+    sql = None
 
 JSON_TYPES = ('array', 'object', 'string', 'number', 'boolean')
 ELEMENT_TYPES = ('string', 'number', 'boolean', 'object', 'array', 'null', 'any')
@@ -112,7 +112,8 @@ def fingerprint(total: int, hash_sums: t.Sequence[t.Any]) -> str:
     The sums are order-independent (so the scan needs no ORDER BY and no memory) and each row
     hash covers ``key:value``, so changing a value or swapping values between rows changes it.
     """
-    canonical = '%s:%d:%s' % (FINGERPRINT_VERSION, int(total), ':'.join(str(int(s)) for s in hash_sums))
+    sums = ':'.join(str(int(s)) for s in hash_sums)
+    canonical = f'{FINGERPRINT_VERSION}:{int(total)}:{sums}'
     return hashlib.sha256(canonical.encode('ascii')).hexdigest()[:32]
 
 
@@ -156,8 +157,8 @@ def missing_keys(requested: t.Sequence[t.Any], found_rows: t.Sequence[dict[str, 
 
 def integrity_summary(counts: dict[str, t.Any], relation: str) -> str:
     """Human sentence for a failed integrity check."""
-    parts = ['%s=%s' % (name, counts.get(name, 0)) for name in VIOLATION_COUNTS if counts.get(name)]
-    return 'Integrity check failed on %s: %s (of %s rows).' % (relation, ', '.join(parts), counts.get('total'))
+    parts = [f'{name}={counts.get(name, 0)}' for name in VIOLATION_COUNTS if counts.get(name)]
+    return 'Integrity check failed on {}: {} (of {} rows).'.format(relation, ', '.join(parts), counts.get('total'))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,16 +203,16 @@ def plan_index_names(explain_json: t.Any) -> list[str]:
 def _node_line(node: dict[str, t.Any]) -> str:
     label = node.get('Node Type', '?')
     if node.get('Index Name'):
-        label += ' using %s' % node['Index Name'] if 'Bitmap' not in label else ' on %s' % node['Index Name']
+        label += (' on ' if label.startswith('Bitmap') else ' using ') + node['Index Name']
     if node.get('Relation Name'):
-        label += ' on %s' % node['Relation Name']
+        label += ' on {}'.format(node['Relation Name'])
         if node.get('Alias') and node['Alias'] != node['Relation Name']:
-            label += ' %s' % node['Alias']
+            label += ' {}'.format(node['Alias'])
     if 'Total Cost' in node:
-        label += '  (cost=%.2f..%.2f rows=%s width=%s)' % (node.get('Startup Cost', 0), node['Total Cost'],
+        label += '  (cost={:.2f}..{:.2f} rows={} width={})'.format(node.get('Startup Cost', 0), node['Total Cost'],
                                                            node.get('Plan Rows'), node.get('Plan Width'))
     if 'Actual Total Time' in node:
-        label += ' (actual time=%.3f..%.3f rows=%s loops=%s)' % (
+        label += ' (actual time={:.3f}..{:.3f} rows={} loops={})'.format(
             node.get('Actual Startup Time', 0), node['Actual Total Time'], node.get('Actual Rows'),
             node.get('Actual Loops'))
     return label
@@ -228,14 +229,14 @@ def render_plan(explain_json: t.Any) -> list[str]:
         lines.append(pad + _node_line(node))
         for cond in ('Index Cond', 'Recheck Cond', 'Filter', 'Hash Cond', 'Join Filter'):
             if node.get(cond):
-                lines.append('  ' * depth + ('      ' if depth else '  ') + '%s: %s' % (cond, node[cond]))
+                lines.append('  ' * depth + ('      ' if depth else '  ') + f'{cond}: {node[cond]}')
         for child in node.get('Plans') or []:
             walk(child, depth + 1)
 
     walk(plan_root(doc), 0)
     for key in ('Planning Time', 'Execution Time'):
         if key in top:
-            lines.append('%s: %.3f ms' % (key, top[key]))
+            lines.append(f'{key}: {top[key]:.3f} ms')
     return lines
 
 
@@ -244,15 +245,14 @@ def index_mismatches(info: dict[str, t.Any], expect: dict[str, t.Any]) -> list[s
     problems = []
     name = info.get('name')
     if expect.get('table') and info.get('table') != expect['table']:
-        problems.append('index %s is on table %s, expected %s' % (name, info.get('table'), expect['table']))
+        problems.append('index {} is on table {}, expected {}'.format(name, info.get('table'), expect['table']))
     if expect.get('method') and (info.get('method') or '').lower() != expect['method'].lower():
-        problems.append('access method is %s, expected %s' % (info.get('method'), expect['method']))
+        problems.append('access method is {}, expected {}'.format(info.get('method'), expect['method']))
     opclasses = info.get('opclasses') or []
     if expect.get('opclass') and (not opclasses or any(o != expect['opclass'] for o in opclasses)):
-        problems.append('operator class is %s, expected %s' % (', '.join(opclasses) or 'none', expect['opclass']))
+        problems.append(f"operator class is {', '.join(opclasses) or 'none'}, expected {expect['opclass']}")
     if expect.get('column') and list(info.get('columns') or []) != [expect['column']]:
-        problems.append('indexed columns are %s, expected [%s]'
-                        % ('[' + ', '.join(info.get('columns') or []) + ']', expect['column']))
+        problems.append(f"indexed columns are [{', '.join(info.get('columns') or [])}], expected [{expect['column']}]")
     if expect.get('require_valid') and not info.get('valid'):
         problems.append('index is INVALID (indisvalid = false; e.g. a failed CREATE INDEX CONCURRENTLY): '
                         'drop and recreate it')
@@ -335,6 +335,16 @@ WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid()
 ORDER BY l.pid
 LIMIT 5
 """
+
+
+def relation_problem(row: dict[str, t.Any], schema: str, table: str) -> str | None:
+    """Message for a ``RELATION_SQL`` row whose schema or table is missing, else None."""
+    if not row['schema_exists']:
+        return (f'Schema {schema} does not exist (looking for table {schema}.{table}); '
+                'check the schema option and login_db.')
+    if row['relid'] is None:
+        return f'Table {schema}.{table} does not exist in this database; check table, schema and login_db.'
+    return None
 
 
 def lock_holders_params(schema: str, *names: str | None) -> dict[str, t.Any]:

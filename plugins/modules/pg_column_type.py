@@ -48,13 +48,15 @@ options:
     default: true
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Runs normally in check mode; it only reads.
     support: full
+    details: Read-only, so check mode runs the same queries and returns the same result.
   diff_mode:
-    description: Nothing changes, so there is nothing to diff.
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: ledgermind.migrations.pg_jsonb_integrity
   - module: ledgermind.migrations.pg_index_check
@@ -139,11 +141,11 @@ matches:
   sample: true
 '''
 
-import typing as t
+import typing as t  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
     close,
     connect,
     fail,
@@ -151,13 +153,14 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     postgres_connection_argument_spec,
     psycopg2,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
     COLUMN_SQL,
     LOCK_HOLDERS_SQL,
     RELATION_SQL,
     display_type,
     lock_holders_params,
     normalize_type_name,
+    relation_problem,
     type_matches,
 )
 
@@ -178,12 +181,9 @@ def find_relation(module: AnsibleModule, cur: t.Any, schema: str, table: str) ->
     """The table's oid, or fail naming what is missing."""
     cur.execute(RELATION_SQL, dict(schema=schema, table=table))
     row = cur.fetchone()
-    if not row['schema_exists']:
-        fail(module, 'Schema %s does not exist (looking for table %s.%s); check the schema option and login_db.'
-             % (schema, schema, table), exists=False)
-    if row['relid'] is None:
-        fail(module, 'Table %s.%s does not exist in this database; check table, schema and login_db.'
-             % (schema, table), exists=False)
+    problem = relation_problem(row, schema, table)
+    if problem:
+        fail(module, problem, exists=False)
     return int(row['relid'])
 
 
@@ -207,10 +207,10 @@ def build_result(params: dict[str, t.Any], info: dict[str, t.Any] | None) -> dic
 
 
 def mismatch_message(params: dict[str, t.Any], result: dict[str, t.Any]) -> str:
-    where = '%s.%s.%s' % (params['schema'], params['table'], params['column'])
+    where = '{}.{}.{}'.format(params['schema'], params['table'], params['column'])
     if not result['exists']:
-        return 'Column %s does not exist (expected type %s).' % (where, params['expected_type'])
-    return 'Column %s is %s (data_type %s, udt_name %s), expected %s.' % (
+        return 'Column {} does not exist (expected type {}).'.format(where, params['expected_type'])
+    return 'Column {} is {} (data_type {}, udt_name {}), expected {}.'.format(
         where, result['formatted_type'] or display_type(result['udt_name']), result['data_type'],
         result['udt_name'], params['expected_type'])
 
@@ -230,7 +230,7 @@ def main() -> None:
             relid = find_relation(module, cur, params['schema'], params['table'])
             info = read_column(cur, params['schema'], params['table'], relid, params['column'])
     except psycopg2.Error as e:
-        fail_on_query_error(module, conn, e, '%s.%s' % (params['schema'], params['table']), LOCK_HOLDERS_SQL,
+        fail_on_query_error(module, conn, e, '{}.{}'.format(params['schema'], params['table']), LOCK_HOLDERS_SQL,
                             lock_holders_params(params['schema'], params['table']))
     finally:
         close(conn)

@@ -82,13 +82,15 @@ options:
     default: false
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Runs normally in check mode; it only reads.
     support: full
+    details: Read-only, so check mode runs the same queries and returns the same result.
   diff_mode:
-    description: Nothing changes, so there is nothing to diff.
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: ledgermind.migrations.pg_column_type
   - module: ledgermind.migrations.pg_index_check
@@ -210,12 +212,12 @@ scan_seconds:
   sample: 0.042
 '''
 
-import time
-import typing as t
+import time  # noqa: E402
+import typing as t  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
     close,
     connect,
     fail,
@@ -223,7 +225,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     postgres_connection_argument_spec,
     psycopg2,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
     COLUMN_SQL,
     ELEMENT_TYPES,
     JSON_TYPES,
@@ -240,6 +242,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     lock_holders_params,
     missing_keys,
     offending_keys_sql,
+    relation_problem,
     sample_keys_sql,
     sample_rows_sql,
     shape_sample_rows,
@@ -272,22 +275,19 @@ def argument_spec() -> dict[str, t.Any]:
 def check_params(module: AnsibleModule) -> None:
     p = module.params
     if not 0 <= p['sample_size'] <= MAX_SAMPLE_SIZE:
-        fail(module, 'sample_size must be between 0 and %d, got %d.' % (MAX_SAMPLE_SIZE, p['sample_size']))
+        fail(module, f"sample_size must be between 0 and {MAX_SAMPLE_SIZE}, got {p['sample_size']}.")
     if not 0 <= p['sample_rows'] <= MAX_SAMPLE_SIZE:
-        fail(module, 'sample_rows must be between 0 and %d, got %d.' % (MAX_SAMPLE_SIZE, p['sample_rows']))
+        fail(module, f"sample_rows must be between 0 and {MAX_SAMPLE_SIZE}, got {p['sample_rows']}.")
     if len(p['sample_keys']) > MAX_SAMPLE_KEYS:
-        fail(module, 'sample_keys holds %d keys; at most %d are allowed.' % (len(p['sample_keys']), MAX_SAMPLE_KEYS))
+        fail(module, f"sample_keys holds {len(p['sample_keys'])} keys; at most {MAX_SAMPLE_KEYS} are allowed.")
 
 
 def find_relation(module: AnsibleModule, cur: t.Any, schema: str, table: str) -> int:
     cur.execute(RELATION_SQL, dict(schema=schema, table=table))
     row = cur.fetchone()
-    if not row['schema_exists']:
-        fail(module, 'Schema %s does not exist (looking for table %s.%s); check the schema option and login_db.'
-             % (schema, schema, table))
-    if row['relid'] is None:
-        fail(module, 'Table %s.%s does not exist in this database; check table, schema and login_db.'
-             % (schema, table))
+    problem = relation_problem(row, schema, table)
+    if problem:
+        fail(module, problem)
     return int(row['relid'])
 
 
@@ -296,7 +296,7 @@ def read_column(module: AnsibleModule, cur: t.Any, schema: str, table: str, reli
     cur.execute(COLUMN_SQL, dict(schema=schema, table=table, relid=relid, column=column))
     row = cur.fetchone()
     if row is None:
-        fail(module, 'Column %s.%s.%s does not exist.' % (schema, table, column))
+        fail(module, f'Column {schema}.{table}.{column} does not exist.')
     return dict(row)
 
 
@@ -309,8 +309,8 @@ def find_key_column(module: AnsibleModule, cur: t.Any, schema: str, table: str, 
     cur.execute(PRIMARY_KEY_SQL, dict(relid=relid))
     keys = [r['column_name'] for r in cur.fetchall()]
     if len(keys) != 1:
-        fail(module, 'Table %s.%s has %s; set key_column to a column that identifies each row.'
-             % (schema, table, 'no primary key' if not keys else 'a multi-column primary key (%s)' % ', '.join(keys)))
+        has = 'no primary key' if not keys else f"a multi-column primary key ({', '.join(keys)})"
+        fail(module, f'Table {schema}.{table} has {has}; set key_column to a column that identifies each row.')
     return str(keys[0])
 
 
@@ -355,8 +355,8 @@ def inspect(module: AnsibleModule, conn: t.Any) -> dict[str, t.Any]:
         info = read_column(module, cur, schema, table, relid, column)
         kind = column_kind(info['data_type'], info['udt_name'])
         if kind is None:
-            fail(module, 'Column %s.%s.%s is %s; pg_jsonb_integrity reads jsonb, json or array (e.g. text[]) columns.'
-                 % (schema, table, column, info['formatted_type']))
+            fail(module, f"Column {schema}.{table}.{column} is {info['formatted_type']}; "
+                 'pg_jsonb_integrity reads jsonb, json or array (e.g. text[]) columns.')
         key = find_key_column(module, cur, schema, table, relid)
         target = dict(schema=schema, table=table, key=key, column=column, kind=kind)
         params = integrity_params(p['expected_type'], p['expected_element_type'])
@@ -375,7 +375,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     check_params(module)
     p = module.params
-    relation = '%s.%s' % (p['schema'], p['table'])
+    relation = '{}.{}'.format(p['schema'], p['table'])
 
     conn = connect(module)
     try:
