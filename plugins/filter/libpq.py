@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import (
     LibpqSettingsError,
     redact,
@@ -19,7 +20,7 @@ def _guarded(function):
         try:
             return function(value)
         except LibpqSettingsError as exc:
-            raise AnsibleFilterError("ledgermind_db: %s" % exc) from None
+            raise AnsibleFilterError(f"ledgermind_db: {exc}") from None
     wrapper.__name__ = function.__name__
     return wrapper
 

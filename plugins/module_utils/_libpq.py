@@ -47,7 +47,7 @@ def parse_url(url: str) -> dict[str, str]:
     parts = urlsplit(url)
     if parts.scheme not in URL_SCHEMES:
         raise LibpqSettingsError(
-            "the database URL must start with postgresql:// (got a URL with scheme %r)" % parts.scheme
+            f"the database URL must start with postgresql:// (got a URL with scheme {parts.scheme!r})"
         )
     settings: dict[str, str] = {}
     if parts.hostname:
@@ -55,7 +55,7 @@ def parse_url(url: str) -> dict[str, str]:
     try:
         port = parts.port
     except ValueError as exc:
-        raise LibpqSettingsError("the database URL has an invalid port: %s" % exc) from None
+        raise LibpqSettingsError(f"the database URL has an invalid port: {exc}") from None
     if port:
         settings["port"] = str(port)
     if parts.username:
@@ -67,8 +67,8 @@ def parse_url(url: str) -> dict[str, str]:
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key not in QUERY_KEYS:
             raise LibpqSettingsError(
-                "the database URL has a parameter %r that this collection does not pass on; "
-                "use one of %s" % (key, ", ".join(sorted(QUERY_KEYS)))
+                "the database URL has a parameter {!r} that this collection does not pass on; "
+                "use one of {}".format(key, ", ".join(sorted(QUERY_KEYS)))
             )
         settings[QUERY_KEYS[key]] = value
     return settings
@@ -81,11 +81,11 @@ def merge(connection: dict[str, Any] | str | None) -> dict[str, str]:
     if isinstance(connection, str):
         connection = {"url": connection}
     if not isinstance(connection, dict):
-        raise LibpqSettingsError("the connection settings must be a URL or a mapping, got %s" % type(connection).__name__)
+        raise LibpqSettingsError(f"the connection settings must be a URL or a mapping, got {type(connection).__name__}")
     unknown = set(connection) - set(ENV_NAMES) - {"url"}
     if unknown:
         raise LibpqSettingsError(
-            "unknown connection setting(s) %s; use url or %s" % (", ".join(sorted(unknown)), ", ".join(ENV_NAMES))
+            "unknown connection setting(s) {}; use url or {}".format(", ".join(sorted(unknown)), ", ".join(ENV_NAMES))
         )
     settings = parse_url(connection["url"]) if connection.get("url") else {}
     for key in ENV_NAMES:
@@ -116,14 +116,14 @@ def to_url(connection: dict[str, Any] | str | None) -> str:
         query.append("host=" + quote(host, safe="/"))
         host = ""
     elif ":" in host:
-        host = "[%s]" % host
+        host = f"[{host}]"
     port = ":" + settings["port"] if "port" in settings and host else ""
     if "port" in settings and not host:
         query.append("port=" + settings["port"])
     for key, param in (("ssl_mode", "sslmode"), ("ca_cert", "sslrootcert")):
         if key in settings:
             query.append(param + "=" + quote(settings[key], safe="/"))
-    url = "postgresql://%s%s%s/%s" % (userinfo, host, port, quote(settings.get("name", ""), safe=""))
+    url = "postgresql://{}{}{}/{}".format(userinfo, host, port, quote(settings.get("name", ""), safe=""))
     return url + ("?" + "&".join(query) if query else "")
 
 

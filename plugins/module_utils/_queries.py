@@ -459,3 +459,76 @@ def explain_sql(plan_query: str, analyze: bool) -> t.Any:
     """
     options = 'FORMAT JSON, ANALYZE, BUFFERS' if analyze else 'FORMAT JSON'
     return sql.SQL('EXPLAIN ({}) ').format(sql.SQL(options)) + sql.SQL(plan_query)
+
+
+# ---------------------------------------------------------------------------------------------
+# Migration runs: Alembic's version table, lock waits and sessions on the table, index repair
+# ---------------------------------------------------------------------------------------------
+
+VERSION_TABLE_EXISTS_SQL = "SELECT pg_catalog.to_regclass(pg_catalog.format('%%I', %(table)s)) IS NOT NULL AS present"
+
+INVALID_INDEXES_SQL = """
+SELECT c.relname::text AS name
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = ANY (%(names)s) AND NOT i.indisvalid
+ORDER BY 1
+"""
+
+# Sessions waiting for a lock: on the table (queued behind the migration) or the migration's own
+# session (application_name), with how long they have waited and who blocks them.
+LOCK_WAITS_SQL = """
+SELECT a.pid, a.application_name,
+       extract(epoch FROM pg_catalog.clock_timestamp() - coalesce(l.waitstart, a.query_start))::float8 AS wait_seconds,
+       pg_catalog.pg_blocking_pids(a.pid) AS blocking_pids,
+       left(a.query, 200) AS query
+FROM pg_catalog.pg_locks AS l
+JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+WHERE NOT l.granted AND a.pid <> pg_catalog.pg_backend_pid()
+  AND (l.relation = pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %(schema)s, %(table)s))
+       OR a.application_name = %(app)s)
+"""
+
+# Other sessions holding or awaiting locks on the table, oldest transaction first: any of them
+# makes the ALTER wait, and everything queued behind the ALTER with it.
+TABLE_LOCK_SESSIONS_SQL = """
+SELECT l.pid, a.usename::text AS usename, a.application_name, l.mode, l.granted, a.state,
+       extract(epoch FROM pg_catalog.now() - a.xact_start)::float8 AS transaction_seconds,
+       left(a.query, 200) AS query
+FROM pg_catalog.pg_locks AS l
+JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.relation = pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %(schema)s, %(table)s))
+  AND l.pid <> pg_catalog.pg_backend_pid()
+ORDER BY a.xact_start NULLS LAST, l.pid
+LIMIT 20
+"""
+
+
+def _first(row: t.Any, name: str) -> t.Any:
+    """A column of a row from either a tuple or a dict cursor."""
+    return row[name] if isinstance(row, dict) else row[0]
+
+
+def current_alembic_revision(conn: t.Any, version_table: str = 'alembic_version') -> str | None:
+    """The revision(s) in Alembic's version table, comma-joined; None when there is none yet."""
+    with conn.cursor() as cur:
+        cur.execute(VERSION_TABLE_EXISTS_SQL, {'table': version_table})
+        if not _first(cur.fetchone(), 'present'):
+            return None
+        cur.execute(sql.SQL('SELECT version_num FROM {} ORDER BY 1').format(sql.Identifier(version_table)))
+        revisions = [_first(row, 'version_num') for row in cur.fetchall()]
+    return ','.join(revisions) or None
+
+
+def invalid_indexes(conn: t.Any, schema: str, names: t.Sequence[str]) -> list[str]:
+    """Those of ``names`` that exist in ``schema`` but are INVALID (a failed CONCURRENTLY build)."""
+    with conn.cursor() as cur:
+        cur.execute(INVALID_INDEXES_SQL, {'schema': schema, 'names': list(names)})
+        return [_first(row, 'name') for row in cur.fetchall()]
+
+
+def reindex_concurrently(conn: t.Any, schema: str, name: str) -> None:
+    """Rebuild an index without blocking writes; ``conn`` must be in autocommit mode."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL('REINDEX INDEX CONCURRENTLY {}.{}').format(sql.Identifier(schema), sql.Identifier(name)))

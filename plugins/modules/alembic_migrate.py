@@ -1,0 +1,421 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, LedgerMind SRE
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: alembic_migrate
+short_description: Move an application's Alembic project to an exact revision under a lock budget
+description:
+  - Runs the application's own C(alembic upgrade REVISION) or C(alembic downgrade REVISION) (the direction
+    follows from the current revision), never C(head) or C(-1).
+  - Every try runs with a lock budget (C(lock_timeout), given through C(PGOPTIONS) so the application's C(env.py)
+    stays untouched): a migration waiting for a table lock gives up after O(lock_timeout) instead of holding
+    a queue of blocked queries behind it, then retries with a doubling back-off.
+  - While Alembic runs, lock waits on O(monitor_table) are sampled from a second connection (blocked sessions,
+    longest wait, blocking pids) and returned for the report.
+  - Already at the revision, nothing runs and nothing changes; an index named in O(repair_invalid_indexes)
+    that an earlier failed run left INVALID is rebuilt with C(REINDEX INDEX CONCURRENTLY).
+  - In check mode the module reads the current revision, and shows the SQL Alembic would run (C(--sql)).
+version_added: 0.1.0
+author: LedgerMind SRE
+extends_documentation_fragment:
+  - ledgermind.migrations.connection
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+options:
+  revision:
+    description: The exact revision to reach, for example C(502d44cd70ab) or C(20251109_add_user_name_picture).
+    type: str
+    required: true
+  project_dir:
+    description: Directory of the Alembic project (where C(alembic.ini) is); Alembic runs from there.
+    type: path
+    required: true
+  config:
+    description: The Alembic configuration file; relative paths are taken from O(project_dir).
+    type: path
+    default: alembic.ini
+  venv:
+    description: The application's virtualenv; its C(bin/alembic) is used unless O(alembic_executable) is set.
+    type: path
+  alembic_executable:
+    description: The C(alembic) command to run. Defaults to O(venv)C(/bin/alembic), else C(alembic) on the PATH.
+    type: path
+  database_url_env:
+    description: Environment variable the application's C(env.py) reads its database URL from.
+    type: str
+    default: DATABASE_URL
+  extra_env:
+    description: Extra environment variables for Alembic.
+    type: dict
+    default: {}
+  lock_timeout_ms:
+    description: Longest time one try may wait for a lock before PostgreSQL cancels it.
+    type: int
+    default: 3000
+  retries:
+    description: How many tries at most.
+    type: int
+    default: 5
+  retry_delay:
+    description: Seconds to wait after the first failed try; doubles after each further one.
+    type: float
+    default: 2.0
+  max_retry_delay:
+    description: Longest wait between two tries, in seconds.
+    type: float
+    default: 30.0
+  monitor_table:
+    description: Table whose lock waits are sampled while Alembic runs.
+    type: str
+    default: ml_features
+  monitor_schema:
+    description: Schema of O(monitor_table).
+    type: str
+    default: public
+  sample_interval:
+    description: Seconds between two lock-wait samples.
+    type: float
+    default: 0.2
+  repair_invalid_indexes:
+    description: Indexes the target revision creates concurrently; when one exists but is INVALID it is rebuilt.
+    type: list
+    elements: str
+    default: []
+  allowed_current:
+    description:
+      - Revisions the database may be at before the move (C(base) for an empty history). Any other current
+        revision is refused before anything runs. Empty means any revision related to O(revision).
+    type: list
+    elements: str
+    default: []
+  version_table:
+    description: Alembic's version table.
+    type: str
+    default: alembic_version
+notes:
+  - Alembic's own C(env.py) must read the database URL from O(database_url_env); the module builds that URL from
+    the connection options and passes it in the environment only.
+requirements:
+  - psycopg2
+"""
+
+EXAMPLES = r"""
+- name: Upgrade to exactly 502d44cd70ab with a 3 s lock budget per try
+  ledgermind.migrations.alembic_migrate:
+    database_url: "{{ ledgermind_db | ledgermind.migrations.libpq_url }}"
+    project_dir: /srv/ledgermind/apps/backend
+    venv: /srv/ledgermind/apps/backend/.venv
+    revision: 502d44cd70ab
+    allowed_current: [20251109_add_user_name_picture]
+    repair_invalid_indexes: [ix_ml_features_tokens_gin]
+  register: migration
+
+- name: Roll back to the exact previous revision
+  ledgermind.migrations.alembic_migrate:
+    database_url: "{{ ledgermind_db | ledgermind.migrations.libpq_url }}"
+    project_dir: /srv/ledgermind/apps/backend
+    venv: /srv/ledgermind/apps/backend/.venv
+    revision: 20251109_add_user_name_picture
+"""
+
+RETURN = r"""
+current_before:
+  description: Revision before the module ran (C(base) when none).
+  returned: always
+  type: str
+  sample: 20251109_add_user_name_picture
+current_after:
+  description: Revision after the module ran (unchanged in check mode).
+  returned: always
+  type: str
+  sample: 502d44cd70ab
+direction:
+  description: C(upgrade), C(downgrade), or C(none) when already at the revision.
+  returned: always
+  type: str
+pending:
+  description: Revisions that were (or in check mode would be) applied or undone, in order.
+  returned: always
+  type: list
+  elements: str
+known_revisions:
+  description: Every revision Alembic's history lists.
+  returned: always
+  type: list
+  elements: str
+output:
+  description: The "Running upgrade/downgrade" lines Alembic printed.
+  returned: always
+  type: list
+  elements: str
+  sample: ["Running upgrade 20251109_add_user_name_picture -> 502d44cd70ab, convert_ml_features_tokens_to_jsonb"]
+attempts:
+  description: One entry per try with C(rc), C(duration_seconds), C(lock_timeout) and C(error).
+  returned: always
+  type: list
+  elements: dict
+duration_seconds:
+  description: Time spent running Alembic, back-off waits included.
+  returned: always
+  type: float
+lock_waits:
+  description:
+    - Summary of lock waits on the monitored table while Alembic ran. C(max_blocked_sessions) and
+      C(longest_wait_seconds) are about other sessions queued behind the migration;
+      C(migration_longest_wait_seconds) and C(blocking_pids) about what the migration itself waited for.
+  returned: always
+  type: dict
+repaired_indexes:
+  description: Indexes rebuilt because they were INVALID.
+  returned: always
+  type: list
+  elements: str
+sql:
+  description: In check mode, the SQL Alembic would run (C(alembic upgrade FROM:TO --sql)).
+  returned: check mode, when a move is pending
+  type: str
+"""
+
+import os
+import shutil
+import subprocess
+import time
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ledgermind.migrations.plugins.module_utils._alembic import (
+    BASE,
+    backoff_delays,
+    is_retryable,
+    last_error_line,
+    lock_timeout_options,
+    parse_history,
+    running_lines,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
+    build_connect_kwargs,
+    close,
+    connect,
+    fail,
+    fail_on_query_error,
+    postgres_connection_argument_spec,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError, to_url
+from ansible_collections.ledgermind.migrations.plugins.module_utils._lock_monitor import LockMonitor
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+    LOCK_HOLDERS_SQL,
+    current_alembic_revision,
+    invalid_indexes,
+    lock_holders_params,
+    reindex_concurrently,
+)
+
+# Lets the lock monitor tell the migration's own session from the ones queued behind it.
+APPLICATION_NAME = "ledgermind-alembic-migrate"
+
+
+class Alembic:
+    """Runs the application's Alembic with the database URL and lock budget in its environment."""
+
+    def __init__(self, module: AnsibleModule, url: str) -> None:
+        params = module.params
+        self.module = module
+        self.cwd = params["project_dir"]
+        self.config = params["config"]
+        executable = params["alembic_executable"]
+        if not executable and params["venv"]:
+            executable = os.path.join(params["venv"], "bin", "alembic")
+        executable = executable or shutil.which("alembic")
+        if not executable or not os.access(executable, os.X_OK):
+            module.fail_json(msg="Alembic not found (looked for %s). Set venv to the application's virtualenv "
+                                 "or alembic_executable to its alembic command." % (executable or "alembic on PATH"))
+        if not os.path.isdir(self.cwd):
+            module.fail_json(msg=f"project_dir {self.cwd} does not exist: point it at the directory holding "
+                                 "alembic.ini.")
+        config_path = os.path.join(self.cwd, self.config)
+        if not os.path.isfile(config_path):
+            module.fail_json(msg=f"Alembic configuration {config_path} not found: set config (relative to "
+                                 "project_dir).")
+        self.executable = executable
+        self.env = dict(os.environ)
+        self.env.update({str(k): str(v) for k, v in params["extra_env"].items()})
+        self.env[params["database_url_env"]] = url
+        self.env["PGAPPNAME"] = APPLICATION_NAME
+        self.env["PGOPTIONS"] = lock_timeout_options(params["lock_timeout_ms"], self.env.get("PGOPTIONS", ""))
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.executable, "-c", self.config, *args], cwd=self.cwd, env=self.env,
+                              capture_output=True, text=True, check=False)
+
+    def must(self, *args: str) -> str:
+        result = self.run(*args)
+        if result.returncode != 0:
+            self.module.fail_json(msg="alembic {} failed: {}".format(" ".join(args), last_error_line(result)),
+                                  stderr=result.stderr[-4000:])
+        return result.stdout
+
+
+def move(module: AnsibleModule, alembic: Alembic, direction: str, connect_monitor: Any) -> dict[str, Any]:
+    """Runs upgrade/downgrade with retries under the lock budget, sampling lock waits meanwhile."""
+    params = module.params
+    delays = backoff_delays(params["retries"], params["retry_delay"], params["max_retry_delay"])
+    attempts: list[dict[str, Any]] = []
+    output: list[str] = []
+    started = time.monotonic()
+    with LockMonitor(connect_monitor, params["monitor_schema"], params["monitor_table"], APPLICATION_NAME,
+                     params["sample_interval"]) as monitor:
+        for attempt in range(params["retries"]):
+            try_started = time.monotonic()
+            result = alembic.run(direction, params["revision"])
+            output.extend(running_lines(result.stderr + "\n" + result.stdout))
+            error = "" if result.returncode == 0 else last_error_line(result)
+            retryable = result.returncode != 0 and is_retryable(result.stderr + result.stdout)
+            attempts.append({"attempt": attempt + 1, "rc": result.returncode,
+                             "duration_seconds": round(time.monotonic() - try_started, 3),
+                             "lock_timeout": retryable, "error": error})
+            if result.returncode == 0 or not retryable or attempt >= len(delays):
+                break
+            time.sleep(delays[attempt])
+    return {"attempts": attempts, "output": output, "lock_waits": monitor.summary.as_dict(),
+            "duration_seconds": round(time.monotonic() - started, 3), "ok": attempts[-1]["rc"] == 0}
+
+
+def main() -> None:
+    argument_spec = postgres_connection_argument_spec()
+    argument_spec.update(
+        revision=dict(type="str", required=True),
+        project_dir=dict(type="path", required=True),
+        config=dict(type="path", default="alembic.ini"),
+        venv=dict(type="path"),
+        alembic_executable=dict(type="path"),
+        database_url_env=dict(type="str", default="DATABASE_URL"),
+        extra_env=dict(type="dict", default={}),
+        lock_timeout_ms=dict(type="int", default=3000),
+        retries=dict(type="int", default=5),
+        retry_delay=dict(type="float", default=2.0),
+        max_retry_delay=dict(type="float", default=30.0),
+        monitor_table=dict(type="str", default="ml_features"),
+        monitor_schema=dict(type="str", default="public"),
+        sample_interval=dict(type="float", default=0.2),
+        repair_invalid_indexes=dict(type="list", elements="str", default=[]),
+        allowed_current=dict(type="list", elements="str", default=[]),
+        version_table=dict(type="str", default="alembic_version"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    if params["retries"] < 1 or params["lock_timeout_ms"] < 1:
+        module.fail_json(msg="retries and lock_timeout_ms must be at least 1.")
+    target = params["revision"]
+    if target in ("head", "heads") or target.startswith(("+", "-")) or "@" in target:
+        module.fail_json(msg=f"revision must be an exact revision id, not {target!r}: relative moves are what the "
+                             "runbook warns about (alembic downgrade -1 blindly).")
+
+    try:
+        url = application_url(params)
+    except LibpqSettingsError as exc:
+        fail(module, f"database_url: {exc}")
+    alembic = Alembic(module, url)
+    history = parse_history(alembic.must("history"))
+    if not history.known(target):
+        fail(module, "revision {} is not in this Alembic project's history ({}): is project_dir the application's "
+                     "backend at the right release?".format(target, ", ".join(history.revisions) or "empty"))
+    current = read_revision(module)
+    if params["allowed_current"] and current not in params["allowed_current"] and current != target:
+        allowed = ", ".join(params["allowed_current"])
+        fail(module, f"the database is at revision {current}; expected one of {allowed} before moving to {target}. "
+                     "Nothing was changed.", current_before=current)
+    try:
+        direction = history.direction(current, target)
+    except ValueError as exc:
+        fail(module, f"cannot move from {current}: {exc}. Nothing was changed.", current_before=current)
+    result: dict[str, Any] = {
+        "changed": False, "revision": target, "current_before": current, "current_after": current,
+        "direction": direction or "none", "known_revisions": sorted(history.revisions),
+        "pending": history.path(current, target) if direction else [], "output": [], "attempts": [],
+        "duration_seconds": 0.0, "lock_waits": {}, "repaired_indexes": [],
+    }
+    if direction and module.check_mode:
+        result["sql"] = alembic.must(direction, f"{current}:{target}", "--sql")
+        result["changed"] = True
+        module.exit_json(**result)
+    if direction:
+        moved = move(module, alembic, direction, lambda: writable_connection(params))
+        result.update({k: moved[k] for k in ("attempts", "output", "lock_waits", "duration_seconds")})
+        result["current_after"] = read_revision(module)
+        result["changed"] = True
+        if not moved["ok"]:
+            last = moved["attempts"][-1]
+            why = (f"gave up after {len(moved['attempts'])} tries, each waiting at most {params['lock_timeout_ms']} ms "
+                   "for a lock held by another session") if last["lock_timeout"] else last["error"]
+            result["changed"] = result["current_after"] != current
+            fail(module, "alembic {} {} failed: {}. The database is at revision {}.".format(
+                direction, target, why, result["current_after"]), **{k: v for k, v in result.items() if k != "changed"})
+    if params["repair_invalid_indexes"]:
+        broken = repair_indexes(module)
+        result["repaired_indexes"] = broken
+        result["changed"] = result["changed"] or bool(broken)
+    module.exit_json(**result)
+
+
+def application_url(params: dict[str, Any]) -> str:
+    """The URL the application's env.py gets: the connection options, merged as libpq would."""
+    return to_url({
+        "url": params["database_url"],
+        "host": params["login_unix_socket"] or params["login_host"],
+        "port": params["login_port"],
+        "user": params["login_user"],
+        "password": params["login_password"],
+        "name": params["login_db"],
+        "ssl_mode": params["ssl_mode"],
+        "ca_cert": params["ca_cert"],
+    })
+
+
+def writable_connection(params: dict[str, Any]) -> Any:
+    import psycopg2  # guarded by connect(), which always runs first
+
+    return psycopg2.connect(**build_connect_kwargs(params))
+
+
+def read_revision(module: AnsibleModule) -> str:
+    conn = connect(module)
+    try:
+        return current_alembic_revision(conn, module.params["version_table"]) or BASE
+    except Exception as exc:  # psycopg2.Error: a clear message, never a traceback
+        fail_on_query_error(module, conn, exc, module.params["version_table"])
+    finally:
+        close(conn)
+
+
+def repair_indexes(module: AnsibleModule) -> list[str]:
+    """Rebuilds (outside check mode) the listed indexes an earlier failed run left INVALID."""
+    params = module.params
+    conn = connect(module)
+    try:
+        broken = invalid_indexes(conn, params["monitor_schema"], params["repair_invalid_indexes"])
+    except Exception as exc:
+        fail_on_query_error(module, conn, exc)
+    finally:
+        close(conn)
+    if broken and not module.check_mode:
+        conn = writable_connection(params)
+        try:
+            conn.autocommit = True
+            for name in broken:
+                reindex_concurrently(conn, params["monitor_schema"], name)
+        except Exception as exc:
+            fail_on_query_error(module, conn, exc, name, LOCK_HOLDERS_SQL,
+                                lock_holders_params(params["monitor_schema"], params["monitor_table"]))
+        finally:
+            conn.close()
+    return broken
+
+if __name__ == "__main__":
+    main()
