@@ -11,11 +11,11 @@ description:
   - Runs the application's own C(alembic upgrade REVISION) or C(alembic downgrade REVISION) (the direction
     follows from the current revision), never C(head) or C(-1).
   - Every try runs with a lock budget (C(lock_timeout), given through C(PGOPTIONS) so the application's C(env.py)
-    stays untouched): a migration waiting for a table lock gives up after O(lock_timeout) instead of holding
+    stays untouched). A migration waiting for a table lock gives up after O(lock_timeout_ms) instead of holding
     a queue of blocked queries behind it, then retries with a doubling back-off.
   - While Alembic runs, lock waits on O(monitor_table) are sampled from a second connection (blocked sessions,
     longest wait, blocking pids) and returned for the report.
-  - Already at the revision, nothing runs and nothing changes; an index named in O(repair_invalid_indexes)
+  - Already at the revision, nothing runs and nothing changes. An index named in O(repair_invalid_indexes)
     that an earlier failed run left INVALID is rebuilt with C(REINDEX INDEX CONCURRENTLY).
   - In check mode the module reads the current revision, and shows the SQL Alembic would run (C(--sql)).
 version_added: 0.1.0
