@@ -41,6 +41,10 @@ stack-down:
 demo: stack-up
 	scripts/stack reset --rows $(DEMO_ROWS)
 	eval "$$(scripts/stack env)" && ansible-playbook playbooks/migrate_tokens.yml -i inventories/local
+	@echo
+	@echo "Migrated. To roll back (downgrade to 20251109_add_user_name_picture, verified against the pre-flight fingerprint):"
+	@echo '  eval "$$(scripts/stack env)" && .venv/bin/ansible-playbook playbooks/rollback_tokens.yml -i inventories/local'
+	@echo "  add -e migration_rollback_restore_from_backup=true to also restore the table from the verified backup"
 
 test: stack-up
 	$(MAKE) --no-print-directory lint sanity
