@@ -234,15 +234,13 @@ class Alembic:
             executable = os.path.join(params["venv"], "bin", "alembic")
         executable = executable or shutil.which("alembic")
         if not executable or not os.access(executable, os.X_OK):
-            module.fail_json(msg="Alembic not found (looked for %s). Set venv to the application's virtualenv "
-                                 "or alembic_executable to its alembic command." % (executable or "alembic on PATH"))
+            fail(module, "Alembic not found (looked for %s). Set venv to the application's virtualenv "
+                         "or alembic_executable to its alembic command." % (executable or "alembic on PATH"))
         if not os.path.isdir(self.cwd):
-            module.fail_json(msg=f"project_dir {self.cwd} does not exist: point it at the directory holding "
-                                 "alembic.ini.")
+            fail(module, f"project_dir {self.cwd} does not exist: point it at the directory holding alembic.ini.")
         config_path = os.path.join(self.cwd, self.config)
         if not os.path.isfile(config_path):
-            module.fail_json(msg=f"Alembic configuration {config_path} not found: set config (relative to "
-                                 "project_dir).")
+            fail(module, f"Alembic configuration {config_path} not found: set config (relative to project_dir).")
         self.executable = executable
         self.env = dict(os.environ)
         self.env.update({str(k): str(v) for k, v in params["extra_env"].items()})
@@ -257,8 +255,9 @@ class Alembic:
     def must(self, *args: str) -> str:
         result = self.run(*args)
         if result.returncode != 0:
-            self.module.fail_json(msg="alembic {} failed: {}".format(" ".join(args), last_error_line(result)),
-                                  stderr=result.stderr[-4000:])
+            # fail() strips passwords, from the URL or given alone, out of the message.
+            fail(self.module, "alembic {} failed: {}\n{}".format(
+                " ".join(args), last_error_line(result), result.stderr[-2000:]))
         return result.stdout
 
 
@@ -311,11 +310,11 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     if params["retries"] < 1 or params["lock_timeout_ms"] < 1:
-        module.fail_json(msg="retries and lock_timeout_ms must be at least 1.")
+        fail(module, "retries and lock_timeout_ms must be at least 1.")
     target = params["revision"]
     if target in ("head", "heads") or target.startswith(("+", "-")) or "@" in target:
-        module.fail_json(msg=f"revision must be an exact revision id, not {target!r}: relative moves are what the "
-                             "runbook warns about (alembic downgrade -1 blindly).")
+        fail(module, f"revision must be an exact revision id, not {target!r}: relative moves are what the "
+                 "runbook warns about (alembic downgrade -1 blindly).")
 
     try:
         url = application_url(params)
