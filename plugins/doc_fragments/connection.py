@@ -59,7 +59,7 @@ options:
     type: str
   connect_params:
     description:
-      - Any other libpq connection parameters, for example C({options: "-c search_path=ml"}).
+      - Any other libpq connection parameters, for example C(options) or C(keepalives).
       - These take precedence over every other connection option.
     type: dict
   connect_timeout:

@@ -207,10 +207,10 @@ def _node_line(node: dict[str, t.Any]) -> str:
     if node.get('Relation Name'):
         label += ' on {}'.format(node['Relation Name'])
         if node.get('Alias') and node['Alias'] != node['Relation Name']:
-            label += ' {}'.format(node['Alias'])
+            label += f" {node['Alias']}"
     if 'Total Cost' in node:
-        label += '  (cost={:.2f}..{:.2f} rows={} width={})'.format(node.get('Startup Cost', 0), node['Total Cost'],
-                                                           node.get('Plan Rows'), node.get('Plan Width'))
+        label += '  (cost={:.2f}..{:.2f} rows={} width={})'.format(
+            node.get('Startup Cost', 0), node['Total Cost'], node.get('Plan Rows'), node.get('Plan Width'))
     if 'Actual Total Time' in node:
         label += ' (actual time={:.3f}..{:.3f} rows={} loops={})'.format(
             node.get('Actual Startup Time', 0), node['Actual Total Time'], node.get('Actual Rows'),

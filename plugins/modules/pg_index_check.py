@@ -352,8 +352,8 @@ def main() -> None:
         close(conn)
 
     if result['mismatches']:
-        fail(module, 'Index {}.{} does not meet expectations: {}.'.format(p['schema'], p['name'],
-                                                                       '; '.join(result['mismatches'])),
+        problems = '; '.join(result['mismatches'])
+        fail(module, f"Index {p['schema']}.{p['name']} does not meet expectations: {problems}.",
              **{k: v for k, v in result.items() if k != 'changed'})
     module.exit_json(**result)
 
