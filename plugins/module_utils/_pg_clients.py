@@ -107,7 +107,9 @@ def connection_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def client_env(params: dict[str, Any]) -> dict[str, str]:
-    """``PG*`` variables for a client subprocess (raises ``_libpq.LibpqSettingsError``)."""
+    """``PG*`` variables for a client subprocess (raises ``_libpq.LibpqSettingsError``).
+
+    No lock_timeout here: the SQL pg_restore sends starts with ``SET lock_timeout = 0``."""
     env = to_env(connection_settings(params))
     env.setdefault("PGCONNECT_TIMEOUT", os.environ.get("PGCONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT))
     return env
@@ -435,9 +437,9 @@ def _split_rest(rest: str) -> tuple[str, str, str, str]:
             remainder = rest[len(desc) + 1:]
             break
     else:
-        desc, _, remainder = rest.partition(" ")
-    schema, _, remainder = remainder.partition(" ")
-    tag, _, owner = remainder.rstrip().rpartition(" ")
+        desc, _sep, remainder = rest.partition(" ")
+    schema, _sep, remainder = remainder.partition(" ")
+    tag, _sep, owner = remainder.rstrip().rpartition(" ")
     if not tag:  # no owner (e.g. ENCODING entries)
         tag, owner = owner, ""
     return desc, schema, tag, owner

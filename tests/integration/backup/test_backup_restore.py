@@ -50,7 +50,7 @@ def with_db(url: str, name: str, password: str | None = None) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc
     if password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
+        userinfo, _sep, hostport = netloc.rpartition("@")
         netloc = "{}:{}@{}".format(userinfo.split(":", 1)[0], password, hostport)
     return urlunsplit(parts._replace(netloc=netloc, path="/" + name))
 
@@ -92,7 +92,8 @@ def run_module(module: str, args: dict, check: bool = False) -> dict:
     env = {**ansible_env(), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}
     argv = [str(BIN / "ansible"), "localhost", "-i", "inventories/local", "-m", "ledgermind.migrations." + module,
             "-a", json.dumps(args)]
-    out = subprocess.run(argv + (["--check"] if check else []), cwd=REPO, env=env, capture_output=True, text=True)
+    out = subprocess.run(argv + (["--check"] if check else []), cwd=REPO, env=env, capture_output=True, text=True,
+                         check=False)
     try:
         report = json.loads(out.stdout)
     except ValueError:
@@ -105,7 +106,7 @@ def run_playbook(tmp_path: Path, tasks: list[dict], extra: list[str] = ()) -> su
     playbook.write_text(json.dumps([{"hosts": "database", "gather_facts": False, "tasks": tasks}]))
     return subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", "inventories/local", str(playbook), *extra],
-        cwd=REPO, env=ansible_env(), capture_output=True, text=True,
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False,
     )
 
 
@@ -177,7 +178,7 @@ def test_truncated_archive_passes_list_but_fails_verification_and_restore(db, tm
     pg_restore = pc.find_client("pg_restore")
 
     # Why `--list` is not a verification: it reads the table of contents only.
-    listing = subprocess.run([pg_restore, "--list", str(cut)], capture_output=True, text=True)
+    listing = subprocess.run([pg_restore, "--list", str(cut)], capture_output=True, text=True, check=False)
     assert listing.returncode == 0 and "TABLE DATA public ml_features" in listing.stdout
     # Reading every data block is.
     with pytest.raises(pc.ClientError, match="failed verification"):
@@ -222,7 +223,7 @@ def test_retention_keeps_the_newest_n(db, tmp_path):
     dest.mkdir()
     (dest / "notes.txt").write_text("not ours")
     (dest / "other_prefix_20200101T000000Z.dump").write_text("not ours either")
-    paths = [backup(db, dest, keep=2, prefix="tokens")["path"] for _ in range(2)]
+    paths = [backup(db, dest, keep=2, prefix="tokens")["path"] for _round in range(2)]
     last = backup(db, dest, keep=2, prefix="tokens")
     paths.append(last["path"])
     assert last["deleted"] == [paths[0], paths[0] + ".json"]
@@ -344,3 +345,4 @@ def test_failed_restore_leaves_the_table_as_it_was(db, tmp_path):
     assert "one transaction" in failed["msg"] and "depend" in failed["msg"]
     assert snapshot(db) == before
     assert psql(db, "SELECT count(*) FROM labels") == "1"
+
