@@ -345,4 +345,3 @@ def test_failed_restore_leaves_the_table_as_it_was(db, tmp_path):
     assert "one transaction" in failed["msg"] and "depend" in failed["msg"]
     assert snapshot(db) == before
     assert psql(db, "SELECT count(*) FROM labels") == "1"
-
