@@ -1,0 +1,463 @@
+"""migrate_tokens.yml / rollback_tokens.yml end to end: real ansible-playbook against real PostgreSQL.
+
+Each test resets its own 2000-row demo database (see conftest.py) and drives the playbooks the way an
+operator would (`ansible-playbook playbooks/migrate_tokens.yml -i inventories/local`), then checks the
+database itself (column type, Alembic revision, GIN index, a content fingerprint of our own), the backup
+files and the sign-off report the run wrote.
+"""
+from __future__ import annotations
+
+import json
+import re
+import stat
+import threading
+import time
+
+import psycopg2
+import pytest
+
+REVISION_BEFORE = "20251109_add_user_name_picture"
+REVISION_AFTER = "502d44cd70ab"
+ALTER_SQL = "ALTER TABLE ml_features ALTER COLUMN tokens TYPE jsonb USING to_jsonb(tokens)"
+MIGRATION_APP = "ledgermind-alembic-migrate"
+WRONG_PASSWORD = "Wr0ng-pb-Pa55-90817"
+
+
+def assert_ok(run) -> None:
+    assert run.rc == 0, run.describe()
+    assert run.report is not None, "no sign-off report written\n" + run.describe()
+    assert run.report["verdict"] == "PASSED", run.report
+
+
+def assert_failed(run) -> None:
+    assert run.rc != 0, run.describe()
+    assert run.report is not None, "no sign-off report written\n" + run.describe()
+    assert run.report["verdict"] == "FAILED", run.report
+
+
+def assert_migrated(state, original) -> None:
+    assert state["type"] == "jsonb"
+    assert state["revision"] == REVISION_AFTER
+    assert state["index"] is not None and state["index"]["valid"], state["index"]
+    assert "USING gin (tokens)" in state["index"]["definition"] or "jsonb_ops" in state["index"]["definition"] \
+        or "gin (tokens" in state["index"]["definition"], state["index"]
+    assert state["fingerprint"] == original["fingerprint"]
+
+
+def assert_original(state, original) -> None:
+    assert state == original
+    assert state["type"] == "text[]" and state["revision"] == REVISION_BEFORE and state["index"] is None
+
+
+def assert_backup_sound(path, report_backup, file_sha256) -> None:
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600, oct(path.stat().st_mode)
+    sidecar = json.loads(path.with_name(path.name + ".json").read_text())
+    digest = file_sha256(path)
+    assert sidecar["sha256"] == digest
+    assert sidecar["size_bytes"] == path.stat().st_size
+    if report_backup is not None:
+        assert report_backup["path"] == str(path)
+        assert report_backup["sha256"] == digest
+        assert report_backup["verified"] is True
+    return sidecar
+
+
+def items(report) -> dict[str, str]:
+    return {i["item"]: i["status"] for i in report["items"]}
+
+
+# ------------------------------------------------------------------------------------------ 1. round trip
+
+
+def test_migrate_rollback_migrate_keeps_data_and_proves_each_step(pgdb, playbook, file_sha256):
+    original = pgdb.state()
+
+    first = playbook.run()
+    assert_ok(first)
+    assert_migrated(pgdb.state(), original)
+    index = pgdb.index()
+    assert "USING gin (tokens)" in index["definition"] or "jsonb_ops" in index["definition"], index
+    report = first.report
+    assert all(check["passed"] for check in report["validation"]), report["validation"]
+    assert report["revision_before"] == REVISION_BEFORE and report["revision_after"] == REVISION_AFTER
+    assert int(report["row_count"]) == 2000
+    fingerprint = report["preflight"]["fingerprint"]
+    fp_check = next(c for c in report["validation"] if "fingerprint" in c["item"])
+    assert fp_check["evidence"] == f"after={fingerprint}, before={fingerprint}"
+    assert items(report)["Backup created and verified"] == "pass"
+    assert len(first.new_backups) == 1
+    sidecar = assert_backup_sound(first.new_backups[0], report["backup"], file_sha256)
+    assert sidecar["metadata"]["fingerprint"] == fingerprint
+    assert sidecar["metadata"]["revision"] == REVISION_BEFORE
+
+    back = playbook.run("rollback_tokens.yml")
+    assert_ok(back)
+    assert_original(pgdb.state(), original)
+    assert back.report["kind"] == "rollback"
+    assert back.report["rollback"]["ok"] is True
+    assert all(c["passed"] for c in back.report["rollback"]["checks"]), back.report["rollback"]
+    rb_fp = next(c for c in back.report["rollback"]["checks"] if "fingerprint" in c["item"])
+    assert rb_fp["evidence"] == f"after={fingerprint}, before={fingerprint}"
+    assert items(back.report)["Downgrade to the exact previous revision"] == "pass"
+    assert items(back.report)["Restored from backup (worst case)"] == "skipped"
+    assert back.new_backups == []
+
+    again = playbook.run()
+    assert_ok(again)
+    assert_migrated(pgdb.state(), original)
+    assert again.report["preflight"]["fingerprint"] == fingerprint
+    assert all(check["passed"] for check in again.report["validation"])
+    assert len(again.new_backups) == 1
+    assert_backup_sound(again.new_backups[0], again.report["backup"], file_sha256)
+    # The first archive is still there, still intact.
+    assert_backup_sound(first.new_backups[0], None, file_sha256)
+
+
+# -------------------------------------------------------------------------------------------- 2. idempotent
+
+
+def test_second_migrate_changes_nothing(pgdb, playbook):
+    original = pgdb.state()
+    first = playbook.run()
+    assert_ok(first)
+    migrated = pgdb.state()
+    assert_migrated(migrated, original)
+
+    second = playbook.run()
+    assert_ok(second)
+    assert second.recap["changed"] == 0, second.recap
+    assert second.new_backups == []
+    assert len(playbook.backups()) == 1
+    assert pgdb.state() == migrated
+    assert second.report["preflight"]["pending"] in (False, "False", "false")
+    assert items(second.report)["Backup created and verified"] == "skipped"
+    assert items(second.report)["Migration applied successfully"] == "pass"
+    assert second.report["revision_before"] == second.report["revision_after"] == REVISION_AFTER
+
+
+# -------------------------------------------------------------------------------------------- 3. check mode
+
+
+def test_check_mode_changes_nothing_and_shows_the_sql(pgdb, playbook):
+    original = pgdb.state()
+    run = playbook.run(check=True)
+    # A dry run of a pending migration is a successful run: it reports what would happen.
+    assert pgdb.state() == original
+    assert original["index"] is None and original["type"] == "text[]"
+    assert playbook.backups() == []
+    assert not playbook.backup_dir.exists() or list(playbook.backup_dir.iterdir()) == []
+    assert ALTER_SQL in run.stdout
+    findings = run.result("Record the pre-flight findings")["ansible_facts"]["migration_preflight_findings"]
+    assert ALTER_SQL in findings["sql"]
+    assert "CREATE INDEX CONCURRENTLY ix_ml_features_tokens_gin" in findings["sql"]
+    assert run.report is not None and run.report["check_mode"] in (True, "True", "true")
+    # Validation cannot see a migration that check mode did not run: it must not fail the dry run.
+    assert run.rc == 0, run.describe()
+    assert run.report["verdict"] != "FAILED", run.report
+
+
+# ------------------------------------------------------------------------------------ 4. pre-flight refusals
+
+
+@pytest.mark.parametrize("bad_values", [
+    {7: "{{a,b},{c,d}}"},
+    {7: "[0:1]={x,y}"},
+    {7: "{{a,b},{c,d}}", 1234: "[0:1]={x,y}"},
+], ids=["2d-array", "lower-bound-0", "both"])
+def test_preflight_refuses_rows_that_would_not_round_trip(pgdb, playbook, bad_values):
+    for key, value in bad_values.items():
+        pgdb.execute("UPDATE ml_features SET tokens = %s WHERE txn_id = %s", (value, key))
+    original = pgdb.state()
+
+    run = playbook.run()
+    assert_failed(run)
+    msg = run.failure_msg
+    assert "Pre-flight refused the migration" in msg, msg
+    named = re.search(r"ml_features keys: ([0-9, ]+)", msg)
+    assert named, msg
+    assert {int(k) for k in named.group(1).split(",")} == set(bad_values), msg
+    assert f"{len(bad_values)} row(s) would not survive" in msg, msg
+    assert pgdb.state() == original
+    assert playbook.backups() == []
+    assert items(run.report)["Pre-flight checks completed (schema, row counts, samples)"] == "fail"
+    assert items(run.report)["Migration applied successfully"] == "skipped"
+
+
+@pytest.mark.parametrize("revision_sql, current", [
+    ("DELETE FROM alembic_version", "base"),
+    ("UPDATE alembic_version SET version_num = 'feedfacecafe'", "feedfacecafe"),
+], ids=["base", "unknown-revision"])
+def test_preflight_refuses_an_unexpected_current_revision(pgdb, playbook, revision_sql, current):
+    pgdb.execute(revision_sql)
+    original = pgdb.state()
+
+    run = playbook.run()
+    assert_failed(run)
+    msg = run.failure_msg
+    assert current in msg, msg
+    assert "revision" in msg.lower(), msg
+    assert REVISION_BEFORE in msg or "cannot move" in msg, msg
+    assert pgdb.state() == original
+    assert playbook.backups() == []
+    assert run.report["rollback"] == {}
+
+
+# -------------------------------------------------------------------------------------------- 5. lock budget
+
+
+class Reader(threading.Thread):
+    """An application reading ml_features every 100 ms on its own connection, timing each query."""
+
+    def __init__(self, db) -> None:
+        super().__init__(daemon=True)
+        self.conn = db.connect()
+        with self.conn.cursor() as cur:
+            cur.execute("SET statement_timeout = '30s'")
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with self.conn.cursor() as cur:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    cur.execute("SELECT count(*) FROM ml_features")
+                    cur.fetchone()
+                except psycopg2.Error as exc:
+                    self.errors.append(str(exc))
+                self.latencies.append(time.monotonic() - started)
+                self.stop.wait(0.1)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(timeout=60)
+        self.conn.close()
+
+
+class LockHolder:
+    """Another session holding ACCESS SHARE on ml_features in an open transaction."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.conn = psycopg2.connect(db.url, application_name="lm_test_pb_lock_holder")
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            self.pid = cur.fetchone()[0]
+            cur.execute("LOCK TABLE ml_features IN ACCESS SHARE MODE")
+        self.released_at: float | None = None
+        self.saw_migration_wait = threading.Event()
+
+    def watch(self, release_after: float | None = None, deadline: float = 120) -> threading.Thread:
+        """Notes when the migration's own session is first seen waiting for a lock; with `release_after`,
+        commits that many seconds later."""
+
+        def watch() -> None:
+            probe = self.db.connect()
+            try:
+                end = time.monotonic() + deadline
+                with probe.cursor() as cur:
+                    while time.monotonic() < end and not self.saw_migration_wait.is_set():
+                        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                                    " AND wait_event_type = 'Lock'", (MIGRATION_APP,))
+                        if cur.fetchone()[0]:
+                            self.saw_migration_wait.set()
+                        else:
+                            time.sleep(0.05)
+            finally:
+                probe.close()
+            if release_after is not None:
+                time.sleep(release_after)
+                self.release()
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        return thread
+
+    def release(self) -> None:
+        if self.released_at is None:
+            self.conn.rollback()
+            self.released_at = time.monotonic()
+
+    def close(self) -> None:
+        self.release()
+        self.conn.close()
+
+
+LOCK_BUDGET = ["-e", "db_migration_lock_timeout_ms=500", "-e", "db_migration_retry_delay=0.5"]
+
+
+def test_lock_budget_gives_up_cleanly_without_blocking_readers(pgdb, playbook):
+    original = pgdb.state()
+    holder = LockHolder(pgdb)
+    reader = Reader(pgdb)
+    try:
+        watcher = holder.watch()
+        reader.start()
+        run = playbook.run("migrate_tokens.yml", *LOCK_BUDGET, "-e", "db_migration_retries=2")
+        watcher.join(timeout=5)
+    finally:
+        reader.finish()
+        holder.close()
+
+    assert_failed(run)
+    msg = run.failure_msg
+    assert "gave up after 2 tries" in msg, msg
+    assert "lock" in msg, msg
+    assert "Nothing had been changed, so nothing was rolled back" in msg, msg
+    assert pgdb.state() == original
+    assert run.report["rollback"] == {}
+    attempts = run.report["failure"] and run.result("Move the schema under the lock budget")["attempts"]
+    assert len(attempts) == 2 and all(a["lock_timeout"] for a in attempts), attempts
+    assert holder.saw_migration_wait.is_set(), "the migration was never seen waiting for the lock"
+    assert holder.pid in run.report["lock_waits"]["blocking_pids"], run.report["lock_waits"]
+
+    assert not reader.errors, reader.errors
+    assert len(reader.latencies) >= 20, len(reader.latencies)
+    assert max(reader.latencies) < 2.0, sorted(reader.latencies)[-5:]
+
+
+def test_lock_released_in_time_lets_the_migration_through_and_reports_the_wait(pgdb, playbook):
+    original = pgdb.state()
+    holder = LockHolder(pgdb)
+    reader = Reader(pgdb)
+    try:
+        releaser = holder.watch(release_after=1.0)
+        reader.start()
+        run = playbook.run("migrate_tokens.yml", *LOCK_BUDGET, "-e", "db_migration_retries=5")
+        releaser.join(timeout=5)
+    finally:
+        reader.finish()
+        holder.close()
+
+    assert_ok(run)
+    assert_migrated(pgdb.state(), original)
+    assert holder.saw_migration_wait.is_set()
+    waits = run.report["lock_waits"]
+    assert holder.pid in waits["blocking_pids"], waits
+    assert float(waits["migration_longest_wait_seconds"]) > 0, waits
+    attempts = run.result("Move the schema under the lock budget")["attempts"]
+    assert len(attempts) >= 2 and attempts[0]["lock_timeout"] and attempts[-1]["rc"] == 0, attempts
+    assert "blocked by pids" in next(i["evidence"] for i in run.report["items"]
+                                     if i["item"] == "No performance degradation observed")
+    assert not reader.errors, reader.errors
+    assert max(reader.latencies) < 2.0, sorted(reader.latencies)[-5:]
+
+
+# ------------------------------------------------------------------------------------- 6. automatic rollback
+
+
+def test_failed_validation_rolls_back_automatically_unless_switched_off(pgdb, playbook):
+    original = pgdb.state()
+
+    run = playbook.run("migrate_tokens.yml", "-e", "migration_validate_index_opclass=jsonb_path_ops")
+    assert_failed(run)
+    msg = run.failure_msg
+    assert "Post-migration validation failed" in msg and "jsonb_path_ops" in msg, msg
+    assert f"Rolled back to {REVISION_BEFORE}" in msg, msg
+    assert_original(pgdb.state(), original)
+    report = run.report
+    assert report["rollback"]["ok"] is True, report["rollback"]
+    assert all(c["passed"] for c in report["rollback"]["checks"])
+    assert report["failure"]["msg"]
+    assert items(report)["Rollback plan tested"] == "pass"
+    assert items(report)["Post-migration validation passed (type, integrity, index)"] == "fail"
+    assert len(run.new_backups) == 1
+
+    kept = playbook.run("migrate_tokens.yml", "-e", "migration_validate_index_opclass=jsonb_path_ops",
+                        "-e", "ledgermind_auto_rollback=false")
+    assert_failed(kept)
+    assert "Automatic rollback is off" in kept.failure_msg, kept.failure_msg
+    assert_migrated(pgdb.state(), original)
+    assert kept.report["rollback"] == {}
+
+
+# ------------------------------------------------------------------------------------ 7. restore from backup
+
+
+def test_rollback_restores_the_backup_over_later_changes(pgdb, playbook, file_sha256):
+    original = pgdb.state()
+    first = playbook.run()
+    assert_ok(first)
+    archive = first.new_backups[0]
+    pgdb.execute("""UPDATE ml_features SET tokens = '["changed"]' WHERE txn_id < 10""")
+    assert pgdb.fingerprint() != original["fingerprint"]
+
+    back = playbook.run("rollback_tokens.yml", "-e", "migration_rollback_restore_from_backup=true")
+    assert_ok(back)
+    assert_original(pgdb.state(), original)
+    assert back.report["rollback"]["restored_from"] == str(archive)
+    assert items(back.report)["Restored from backup (worst case)"] == "pass"
+    assert_backup_sound(archive, None, file_sha256)
+
+
+def test_rollback_rejects_a_truncated_archive_and_leaves_the_table(pgdb, playbook):
+    original = pgdb.state()
+    first = playbook.run()
+    assert_ok(first)
+    archive = first.new_backups[0]
+    sidecar_before = archive.with_name(archive.name + ".json").read_text()
+    pgdb.execute("""UPDATE ml_features SET tokens = '["changed"]' WHERE txn_id < 10""")
+    changed = pgdb.state()
+    with archive.open("r+b") as handle:
+        handle.truncate(archive.stat().st_size // 2)
+
+    back = playbook.run("rollback_tokens.yml", "-e", "migration_rollback_restore_from_backup=true")
+    assert_failed(back)
+    msg = back.failure_msg
+    assert "sha256" in msg.lower() or "checksum" in msg.lower() or "truncat" in msg.lower(), msg
+    assert str(archive.name) in msg, msg
+    # The worst-case restore was asked for and cannot happen: nothing may be changed, not even the downgrade.
+    assert pgdb.state() == changed, (pgdb.state(), changed)
+    assert changed["fingerprint"] != original["fingerprint"]
+    assert archive.with_name(archive.name + ".json").read_text() == sidecar_before
+
+
+# ------------------------------------------------------------------------------------------------ 8. secrets
+
+
+def test_wrong_password_fails_clearly_and_is_never_shown(pgdb, playbook):
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(pgdb.url)
+    user_host = parts.netloc.rpartition("@")
+    user = user_host[0].split(":", 1)[0]
+    wrong_url = urlunsplit(parts._replace(netloc=f"{user}:{quote(WRONG_PASSWORD)}@{user_host[2]}"))
+    original = pgdb.state()
+
+    run = playbook.run(url=wrong_url, json_output=False, verbosity=3)
+    assert run.rc != 0, run.describe()
+    assert "password authentication failed" in run.text, run.text[-3000:]
+    assert WRONG_PASSWORD not in run.text
+    assert quote(WRONG_PASSWORD) not in run.text
+    for path in playbook.report_dir.glob("*"):
+        assert WRONG_PASSWORD not in path.read_text(), path
+    assert playbook.backups() == []
+    assert pgdb.state() == original
+
+
+def test_right_password_is_never_shown_at_vvv(pgdb, playbook, secret_role):
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    original = pgdb.state()
+    parts = urlsplit(pgdb.url)
+    hostport = parts.netloc.rpartition("@")[2]
+    if secret_role is not None:
+        user, password = secret_role
+        url = urlunsplit(parts._replace(netloc=f"{user}:{quote(password)}@{hostport}"))
+        needles = [password]
+    else:  # no superuser access to make a role of our own: the stack's own credentials
+        password = parts.password
+        url = pgdb.url
+        assert password not in parts.username and password not in pgdb.name, "password is not distinctive"
+        needles = [password]
+
+    run = playbook.run(url=url, json_output=False, verbosity=3)
+    assert run.rc == 0, run.describe()
+    assert_migrated(pgdb.state(), original)
+    written = [p for p in (*playbook.report_dir.glob("*"), *playbook.backup_dir.glob("*.json"))]
+    assert written
+    for needle in needles:
+        assert needle not in run.text
+        for path in written:
+            assert needle not in path.read_text(), path
