@@ -263,6 +263,22 @@ def test_wrong_password_is_clear_and_never_shown(db, tmp_path):
     assert WRONG_PASSWORD not in json.dumps(result)
 
 
+def test_right_password_is_never_shown_either(db, tmp_path):
+    password = urlsplit(db).password
+    assert password and password not in ("ledgermind", SCRATCH_DB), "needs a password distinct from other names"
+    out = run_playbook(tmp_path, [
+        {"ansible.builtin.include_role": {"name": "ledgermind.migrations.pg_backup"},
+         "vars": {"pg_backup_connection": {"url": db}, "pg_backup_dir": str(tmp_path / "b")}},
+        {"ansible.builtin.include_role": {"name": "ledgermind.migrations.pg_backup", "tasks_from": "restore"},
+         "vars": {"pg_backup_connection": {"url": db}, "pg_backup_restore_src": "{{ pg_backup_result.path }}"}},
+    ], extra=["-vvv"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "TABLE DATA public ml_features" in out.stdout
+    assert password not in out.stdout + out.stderr
+    sidecar = next((tmp_path / "b").glob("*.json")).read_text()
+    assert password not in sidecar
+
+
 def test_password_travels_in_the_environment_only(db, tmp_path):
     argv_log, env_log = tmp_path / "argv", tmp_path / "env"
     spy = tmp_path / "pg_dump"
