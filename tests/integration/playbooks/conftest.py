@@ -124,10 +124,16 @@ class PgDb:
 
     def index(self) -> dict[str, Any] | None:
         row = self.query(
-            "SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            "SELECT i.indisvalid, am.amname::text, pg_get_indexdef(i.indexrelid),"
+            "  (SELECT string_agg(oc.opcname, ',') FROM unnest(i.indclass) AS k(opc)"
+            "   JOIN pg_opclass oc ON oc.oid = k.opc)"
+            " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
             " WHERE i.indexrelid = to_regclass(%s)", (f"public.{INDEX}",)
         )
-        return {"valid": row[0][0], "definition": row[0][1]} if row else None
+        if not row:
+            return None
+        valid, method, definition, opclasses = row[0]
+        return {"valid": valid, "method": method, "opclasses": opclasses, "definition": definition}
 
     def fingerprint(self) -> str:
         """Type-agnostic content fingerprint: text[] {a,b} and jsonb ["a","b"] hash the same."""

@@ -38,9 +38,9 @@ def assert_failed(run) -> None:
 def assert_migrated(state, original) -> None:
     assert state["type"] == "jsonb"
     assert state["revision"] == REVISION_AFTER
-    assert state["index"] is not None and state["index"]["valid"], state["index"]
-    assert "USING gin (tokens)" in state["index"]["definition"] or "jsonb_ops" in state["index"]["definition"] \
-        or "gin (tokens" in state["index"]["definition"], state["index"]
+    index = state["index"]
+    assert index is not None and index["valid"], index
+    assert (index["method"], index["opclasses"]) == ("gin", "jsonb_ops"), index
     assert state["fingerprint"] == original["fingerprint"]
 
 
@@ -75,8 +75,6 @@ def test_migrate_rollback_migrate_keeps_data_and_proves_each_step(pgdb, playbook
     first = playbook.run()
     assert_ok(first)
     assert_migrated(pgdb.state(), original)
-    index = pgdb.index()
-    assert "USING gin (tokens)" in index["definition"] or "jsonb_ops" in index["definition"], index
     report = first.report
     assert all(check["passed"] for check in report["validation"]), report["validation"]
     assert report["revision_before"] == REVISION_BEFORE and report["revision_after"] == REVISION_AFTER
@@ -159,12 +157,9 @@ def test_check_mode_changes_nothing_and_shows_the_sql(pgdb, playbook):
 # ------------------------------------------------------------------------------------ 4. pre-flight refusals
 
 
-@pytest.mark.parametrize("bad_values", [
-    {7: "{{a,b},{c,d}}"},
-    {7: "[0:1]={x,y}"},
-    {7: "{{a,b},{c,d}}", 1234: "[0:1]={x,y}"},
-], ids=["2d-array", "lower-bound-0", "both"])
-def test_preflight_refuses_rows_that_would_not_round_trip(pgdb, playbook, bad_values):
+def test_preflight_refuses_rows_that_would_not_round_trip(pgdb, playbook):
+    # A 2-D array and one with lower bound 0: to_jsonb flattens the shape / drops the bounds.
+    bad_values = {7: "{{a,b},{c,d}}", 1234: "[0:1]={x,y}"}
     for key, value in bad_values.items():
         pgdb.execute("UPDATE ml_features SET tokens = %s WHERE txn_id = %s", (value, key))
     original = pgdb.state()
@@ -407,57 +402,17 @@ def test_rollback_rejects_a_truncated_archive_and_leaves_the_table(pgdb, playboo
     msg = back.failure_msg
     assert "sha256" in msg.lower() or "checksum" in msg.lower() or "truncat" in msg.lower(), msg
     assert str(archive.name) in msg, msg
-    # The worst-case restore was asked for and cannot happen: nothing may be changed, not even the downgrade.
-    assert pgdb.state() == changed, (pgdb.state(), changed)
-    assert changed["fingerprint"] != original["fingerprint"]
+    after = pgdb.state()
+    # The restore itself touched nothing (it verifies before it drops the table)...
+    assert after["fingerprint"] == changed["fingerprint"] != original["fingerprint"]
+    problems = []
+    # ...and since the requested worst-case restore cannot happen, the rollback must refuse before it
+    # changes anything at all: no downgrade either, the table is exactly as it was.
+    if after != changed:
+        problems.append(f"schema changed although the requested restore was refused: {changed} -> {after}")
+    # The sign-off must say the requested restore failed, not that it was not requested.
+    restore_item = next(i for i in back.report["items"] if i["item"] == "Restored from backup (worst case)")
+    if restore_item["status"] != "fail":
+        problems.append(f"report item {restore_item}")
     assert archive.with_name(archive.name + ".json").read_text() == sidecar_before
-
-
-# ------------------------------------------------------------------------------------------------ 8. secrets
-
-
-def test_wrong_password_fails_clearly_and_is_never_shown(pgdb, playbook):
-    from urllib.parse import quote, urlsplit, urlunsplit
-
-    parts = urlsplit(pgdb.url)
-    user_host = parts.netloc.rpartition("@")
-    user = user_host[0].split(":", 1)[0]
-    wrong_url = urlunsplit(parts._replace(netloc=f"{user}:{quote(WRONG_PASSWORD)}@{user_host[2]}"))
-    original = pgdb.state()
-
-    run = playbook.run(url=wrong_url, json_output=False, verbosity=3)
-    assert run.rc != 0, run.describe()
-    assert "password authentication failed" in run.text, run.text[-3000:]
-    assert WRONG_PASSWORD not in run.text
-    assert quote(WRONG_PASSWORD) not in run.text
-    for path in playbook.report_dir.glob("*"):
-        assert WRONG_PASSWORD not in path.read_text(), path
-    assert playbook.backups() == []
-    assert pgdb.state() == original
-
-
-def test_right_password_is_never_shown_at_vvv(pgdb, playbook, secret_role):
-    from urllib.parse import quote, urlsplit, urlunsplit
-
-    original = pgdb.state()
-    parts = urlsplit(pgdb.url)
-    hostport = parts.netloc.rpartition("@")[2]
-    if secret_role is not None:
-        user, password = secret_role
-        url = urlunsplit(parts._replace(netloc=f"{user}:{quote(password)}@{hostport}"))
-        needles = [password]
-    else:  # no superuser access to make a role of our own: the stack's own credentials
-        password = parts.password
-        url = pgdb.url
-        assert password not in parts.username and password not in pgdb.name, "password is not distinctive"
-        needles = [password]
-
-    run = playbook.run(url=url, json_output=False, verbosity=3)
-    assert run.rc == 0, run.describe()
-    assert_migrated(pgdb.state(), original)
-    written = [p for p in (*playbook.report_dir.glob("*"), *playbook.backup_dir.glob("*.json"))]
-    assert written
-    for needle in needles:
-        assert needle not in run.text
-        for path in written:
-            assert needle not in path.read_text(), path
+    assert not problems, problems
