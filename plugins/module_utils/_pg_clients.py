@@ -130,7 +130,7 @@ def database_name(params: dict[str, Any]) -> str:
 
 def secrets(params: dict[str, Any]) -> list[str]:
     """Values that must never appear in output (the password, however it was given)."""
-    found = []
+    found: list[str] = []
     try:
         password = merge(connection_settings(params)).get("password")
     except ValueError:

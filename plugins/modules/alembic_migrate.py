@@ -19,14 +19,19 @@ description:
     that an earlier failed run left INVALID is rebuilt with C(REINDEX INDEX CONCURRENTLY).
   - In check mode the module reads the current revision, and shows the SQL Alembic would run (C(--sql)).
 version_added: 0.1.0
-author: LedgerMind SRE
+author:
+  - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
+    details: Reads the current revision and returns the SQL Alembic would run; runs nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 options:
   revision:
     description: The exact revision to reach, for example C(502d44cd70ab) or C(20251109_add_user_name_picture).
@@ -286,83 +291,6 @@ def move(module: AnsibleModule, alembic: Alembic, direction: str, connect_monito
             "duration_seconds": round(time.monotonic() - started, 3), "ok": attempts[-1]["rc"] == 0}
 
 
-def main() -> None:
-    argument_spec = postgres_connection_argument_spec()
-    argument_spec.update(
-        revision=dict(type="str", required=True),
-        project_dir=dict(type="path", required=True),
-        config=dict(type="path", default="alembic.ini"),
-        venv=dict(type="path"),
-        alembic_executable=dict(type="path"),
-        database_url_env=dict(type="str", default="DATABASE_URL"),
-        extra_env=dict(type="dict", default={}),
-        lock_timeout_ms=dict(type="int", default=3000),
-        retries=dict(type="int", default=5),
-        retry_delay=dict(type="float", default=2.0),
-        max_retry_delay=dict(type="float", default=30.0),
-        monitor_table=dict(type="str", default="ml_features"),
-        monitor_schema=dict(type="str", default="public"),
-        sample_interval=dict(type="float", default=0.2),
-        repair_invalid_indexes=dict(type="list", elements="str", default=[]),
-        allowed_current=dict(type="list", elements="str", default=[]),
-        version_table=dict(type="str", default="alembic_version"),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = module.params
-    if params["retries"] < 1 or params["lock_timeout_ms"] < 1:
-        fail(module, "retries and lock_timeout_ms must be at least 1.")
-    target = params["revision"]
-    if target in ("head", "heads") or target.startswith(("+", "-")) or "@" in target:
-        fail(module, f"revision must be an exact revision id, not {target!r}: relative moves are what the "
-                 "runbook warns about (alembic downgrade -1 blindly).")
-
-    try:
-        url = application_url(params)
-    except LibpqSettingsError as exc:
-        fail(module, f"database_url: {exc}")
-    alembic = Alembic(module, url)
-    history = parse_history(alembic.must("history"))
-    if not history.known(target):
-        fail(module, "revision {} is not in this Alembic project's history ({}): is project_dir the application's "
-                     "backend at the right release?".format(target, ", ".join(history.revisions) or "empty"))
-    current = read_revision(module)
-    if params["allowed_current"] and current not in params["allowed_current"] and current != target:
-        allowed = ", ".join(params["allowed_current"])
-        fail(module, f"the database is at revision {current}; expected one of {allowed} before moving to {target}. "
-                     "Nothing was changed.", current_before=current)
-    try:
-        direction = history.direction(current, target)
-    except ValueError as exc:
-        fail(module, f"cannot move from {current}: {exc}. Nothing was changed.", current_before=current)
-    result: dict[str, Any] = {
-        "changed": False, "revision": target, "current_before": current, "current_after": current,
-        "direction": direction or "none", "known_revisions": sorted(history.revisions),
-        "pending": history.path(current, target) if direction else [], "output": [], "attempts": [],
-        "duration_seconds": 0.0, "lock_waits": {}, "repaired_indexes": [],
-    }
-    if direction and module.check_mode:
-        result["sql"] = alembic.must(direction, f"{current}:{target}", "--sql")
-        result["changed"] = True
-        module.exit_json(**result)
-    if direction:
-        moved = move(module, alembic, direction, lambda: writable_connection(params))
-        result.update({k: moved[k] for k in ("attempts", "output", "lock_waits", "duration_seconds")})
-        result["current_after"] = read_revision(module)
-        result["changed"] = True
-        if not moved["ok"]:
-            last = moved["attempts"][-1]
-            why = (f"gave up after {len(moved['attempts'])} tries, each waiting at most {params['lock_timeout_ms']} ms "
-                   "for a lock held by another session") if last["lock_timeout"] else last["error"]
-            result["changed"] = result["current_after"] != current
-            fail(module, "alembic {} {} failed: {}. The database is at revision {}.".format(
-                direction, target, why, result["current_after"]), **{k: v for k, v in result.items() if k != "changed"})
-    if params["repair_invalid_indexes"]:
-        broken = repair_indexes(module)
-        result["repaired_indexes"] = broken
-        result["changed"] = result["changed"] or bool(broken)
-    module.exit_json(**result)
-
-
 def application_url(params: dict[str, Any]) -> str:
     """The URL the application's env.py gets: the connection options, merged as libpq would."""
     return to_url({
@@ -415,6 +343,84 @@ def repair_indexes(module: AnsibleModule) -> list[str]:
         finally:
             conn.close()
     return broken
+
+
+def main() -> None:
+    argument_spec = postgres_connection_argument_spec()
+    argument_spec.update(
+        revision=dict(type="str", required=True),
+        project_dir=dict(type="path", required=True),
+        config=dict(type="path", default="alembic.ini"),
+        venv=dict(type="path"),
+        alembic_executable=dict(type="path"),
+        database_url_env=dict(type="str", default="DATABASE_URL"),
+        extra_env=dict(type="dict", default={}),
+        lock_timeout_ms=dict(type="int", default=3000),
+        retries=dict(type="int", default=5),
+        retry_delay=dict(type="float", default=2.0),
+        max_retry_delay=dict(type="float", default=30.0),
+        monitor_table=dict(type="str", default="ml_features"),
+        monitor_schema=dict(type="str", default="public"),
+        sample_interval=dict(type="float", default=0.2),
+        repair_invalid_indexes=dict(type="list", elements="str", default=[]),
+        allowed_current=dict(type="list", elements="str", default=[]),
+        version_table=dict(type="str", default="alembic_version"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    if params["retries"] < 1 or params["lock_timeout_ms"] < 1:
+        fail(module, "retries and lock_timeout_ms must be at least 1.")
+    target = params["revision"]
+    if target in ("head", "heads") or target.startswith(("+", "-")) or "@" in target:
+        fail(module, f"revision must be an exact revision id, not {target!r}: relative moves are what "
+                     "the runbook warns about (alembic downgrade -1 blindly).")
+
+    try:
+        url = application_url(params)
+    except LibpqSettingsError as exc:
+        fail(module, f"database_url: {exc}")
+    alembic = Alembic(module, url)
+    history = parse_history(alembic.must("history"))
+    if not history.known(target):
+        fail(module, "revision {} is not in this Alembic project's history ({}): is project_dir the application's "
+                     "backend at the right release?".format(target, ", ".join(history.revisions) or "empty"))
+    current = read_revision(module)
+    if params["allowed_current"] and current not in params["allowed_current"] and current != target:
+        allowed = ", ".join(params["allowed_current"])
+        fail(module, f"the database is at revision {current}; expected one of {allowed} before moving to {target}. "
+                     "Nothing was changed.", current_before=current)
+    try:
+        direction = history.direction(current, target)
+    except ValueError as exc:
+        fail(module, f"cannot move from {current}: {exc}. Nothing was changed.", current_before=current)
+    result: dict[str, Any] = {
+        "changed": False, "revision": target, "current_before": current, "current_after": current,
+        "direction": direction or "none", "known_revisions": sorted(history.revisions),
+        "pending": history.path(current, target) if direction else [], "output": [], "attempts": [],
+        "duration_seconds": 0.0, "lock_waits": {}, "repaired_indexes": [],
+    }
+    if direction and module.check_mode:
+        result["sql"] = alembic.must(direction, f"{current}:{target}", "--sql")
+        result["changed"] = True
+        module.exit_json(**result)
+    if direction:
+        moved = move(module, alembic, direction, lambda: writable_connection(params))
+        result.update({k: moved[k] for k in ("attempts", "output", "lock_waits", "duration_seconds")})
+        result["current_after"] = read_revision(module)
+        result["changed"] = True
+        if not moved["ok"]:
+            last = moved["attempts"][-1]
+            why = (f"gave up after {len(moved['attempts'])} tries, each waiting at most {params['lock_timeout_ms']} ms "
+                   "for a lock held by another session") if last["lock_timeout"] else last["error"]
+            result["changed"] = result["current_after"] != current
+            fail(module, "alembic {} {} failed: {}. The database is at revision {}.".format(
+                direction, target, why, result["current_after"]), **{k: v for k, v in result.items() if k != "changed"})
+    if params["repair_invalid_indexes"]:
+        broken = repair_indexes(module)
+        result["repaired_indexes"] = broken
+        result["changed"] = result["changed"] or bool(broken)
+    module.exit_json(**result)
+
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Lists the other sessions that hold or wait for a lock on one table, oldest transaction first, with how long
     their transaction has been open.
-  - An C(ALTER TABLE) needs an ACCESS EXCLUSIVE lock, which conflicts with every other lock: while any of these
+  - An C(ALTER TABLE) needs an ACCESS EXCLUSIVE lock, which conflicts with every other lock. While any of these
     sessions stays open the migration waits, and every query arriving after it queues behind it. A pre-flight
     uses O(max_transaction_seconds) to refuse before anything changes, naming the sessions.
   - Read-only; never reports a change.
