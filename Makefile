@@ -52,7 +52,7 @@ test: stack-up
 
 lint: setup
 	ruff check .
-	mypy plugins/module_utils
+	mypy plugins/module_utils plugins/filter
 	yamllint --strict .
 	ansible-lint --offline
 
