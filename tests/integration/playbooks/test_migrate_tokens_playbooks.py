@@ -12,6 +12,7 @@ import re
 import stat
 import threading
 import time
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -416,3 +417,49 @@ def test_rollback_rejects_a_truncated_archive_and_leaves_the_table(pgdb, playboo
         problems.append(f"report item {restore_item}")
     assert archive.with_name(archive.name + ".json").read_text() == sidecar_before
     assert not problems, problems
+
+
+# ------------------------------------------------------------------------------------------------ 8. secrets
+
+
+def test_wrong_password_fails_clearly_and_is_never_shown(pgdb, playbook):
+    parts = urlsplit(pgdb.url)
+    user_host = parts.netloc.rpartition("@")
+    user = user_host[0].split(":", 1)[0]
+    wrong_url = urlunsplit(parts._replace(netloc=f"{user}:{quote(WRONG_PASSWORD)}@{user_host[2]}"))
+    original = pgdb.state()
+
+    run = playbook.run(url=wrong_url, json_output=False, verbosity=3)
+    assert run.rc != 0, run.describe()
+    assert "password authentication failed" in run.text, run.text[-3000:]
+    assert WRONG_PASSWORD not in run.text
+    assert quote(WRONG_PASSWORD) not in run.text
+    for path in playbook.report_dir.glob("*"):
+        assert WRONG_PASSWORD not in path.read_text(), path
+    assert playbook.backups() == []
+    assert pgdb.state() == original
+
+
+def test_right_password_is_never_shown_at_vvv(pgdb, playbook, secret_role):
+    original = pgdb.state()
+    parts = urlsplit(pgdb.url)
+    hostport = parts.netloc.rpartition("@")[2]
+    if secret_role is not None:
+        user, password = secret_role
+        url = urlunsplit(parts._replace(netloc=f"{user}:{quote(password)}@{hostport}"))
+        needles = [password]
+    else:  # no superuser access to make a role of our own: the stack's own credentials
+        password = parts.password
+        url = pgdb.url
+        assert password not in parts.username and password not in pgdb.name, "password is not distinctive"
+        needles = [password]
+
+    run = playbook.run(url=url, json_output=False, verbosity=3)
+    assert run.rc == 0, run.describe()
+    assert_migrated(pgdb.state(), original)
+    written = [*playbook.report_dir.glob("*"), *playbook.backup_dir.glob("*.json")]
+    assert written
+    for needle in needles:
+        assert needle not in run.text
+        for path in written:
+            assert needle not in path.read_text(), path
