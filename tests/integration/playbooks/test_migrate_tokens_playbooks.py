@@ -280,7 +280,30 @@ class LockHolder:
         self.conn.close()
 
 
-LOCK_BUDGET = ["-e", "db_migration_lock_timeout_ms=500", "-e", "db_migration_retry_delay=0.5"]
+def test_preflight_refuses_while_a_long_transaction_holds_the_table(pgdb, playbook):
+    original = pgdb.state()
+    holder = LockHolder(pgdb)
+    try:
+        time.sleep(1.5)
+        run = playbook.run("migrate_tokens.yml", "-e", "migration_preflight_max_transaction_seconds=1")
+        still_open = pgdb.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'idle in transaction'", (holder.pid,))
+    finally:
+        holder.close()
+
+    assert_failed(run)
+    msg = run.failure_msg
+    assert "Pre-flight refused the migration" in msg, msg
+    assert "sessions have held a transaction on ml_features open for more than 1" in msg, msg
+    assert re.search(rf"\b{holder.pid}\b", msg), (holder.pid, msg)
+    assert still_open == 1, "the pre-flight must not end other sessions"
+    assert pgdb.state() == original
+    assert playbook.backups() == []
+
+
+# The pre-flight's long-transaction refusal is not what these tests are about.
+LOCK_BUDGET = ["-e", "db_migration_lock_timeout_ms=500", "-e", "db_migration_retry_delay=0.5",
+               "-e", "migration_preflight_max_transaction_seconds=600"]
 
 
 def test_lock_budget_gives_up_cleanly_without_blocking_readers(pgdb, playbook):
