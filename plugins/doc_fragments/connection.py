@@ -7,7 +7,8 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     # Connection options shared by every ledgermind.migrations module
-    # (plugins/module_utils/_connection.py:postgres_connection_argument_spec).
+    # (plugins/module_utils/_connection.py:postgres_connection_argument_spec). A module adds the notes
+    # of how it connects: ledgermind.migrations.connection.psycopg2 or ledgermind.migrations.connection.clients.
     DOCUMENTATION = r'''
 options:
   database_url:
@@ -31,7 +32,7 @@ options:
   login_user:
     description:
       - The role used to log in. Default (unset) is C(PGUSER) or the operating system user.
-      - Read access to the table and catalog is enough; the modules never write.
+      - For the inspection modules, which never write, read access to the table and catalog is enough.
     type: str
   login_password:
     description:
@@ -61,26 +62,43 @@ options:
     description:
       - Any other libpq connection parameters, for example C(options) or C(keepalives).
       - These take precedence over every other connection option.
+      - M(ledgermind.migrations.pg_backup_archive) and M(ledgermind.migrations.pg_backup_restore) hand them to
+        the PostgreSQL clients as libpq environment variables, so they accept only parameters that have one,
+        for example C(sslcert), C(sslkey), C(sslrootcert), C(sslmode), C(application_name), C(options) or
+        C(target_session_attrs), and fail naming any other (such as C(keepalives)).
     type: dict
   connect_timeout:
     description:
-      - Seconds to wait for the connection before giving up.
+      - Seconds to wait for the connection before giving up (C(PGCONNECT_TIMEOUT) for the PostgreSQL clients).
     type: int
     default: 10
   query_timeout:
     description:
       - Statement timeout in seconds (C(SET LOCAL statement_timeout)) for every query the module runs.
       - Raise it for full-table checks on large tables. C(0) disables the timeout.
+      - Not applied by M(ledgermind.migrations.pg_backup_archive) and M(ledgermind.migrations.pg_backup_restore);
+        pg_dump and pg_restore set C(statement_timeout) to 0 for their own sessions, since dumping or restoring a
+        large table legitimately takes long.
     type: int
     default: 300
   lock_timeout:
     description:
-      - Seconds to wait for a lock (C(SET LOCAL lock_timeout)) before failing with a message naming the session
-        that holds it.
+      - Seconds to wait for a lock before failing. The inspection modules set it with C(SET LOCAL lock_timeout)
+        and their message names the session that holds the lock.
       - Keeps an inspection from queueing behind an C(ALTER TABLE)'s ACCESS EXCLUSIVE lock (and from making
         every later query queue behind the inspection). C(0) waits forever.
+      - M(ledgermind.migrations.pg_backup_archive) passes it to pg_dump as C(--lock-wait-timeout), so a backup
+        fails after that long instead of queueing behind an C(ALTER TABLE) forever.
+      - M(ledgermind.migrations.pg_backup_restore) ignores it, as the script pg_restore runs sets C(lock_timeout)
+        to 0 itself.
     type: int
     default: 5
+'''
+
+    # The notes of the modules connecting through psycopg2. (An empty `options` because ansible-doc refuses a
+    # fragment with neither options nor attributes.)
+    PSYCOPG2 = r'''
+options: {}
 notes:
   - The module opens one READ ONLY, REPEATABLE READ transaction, so every figure it reports comes from one snapshot,
     and it rolls the transaction back at the end. It never changes the database, so check mode runs it unchanged.
@@ -88,4 +106,17 @@ notes:
     timeouts); passwords are never part of the message.
 requirements:
   - psycopg2 (C(psycopg2-binary) from PyPI is enough) on the host that runs the module
+'''
+
+    # The notes of the modules running pg_dump, pg_restore and psql (pg_backup_archive, pg_backup_restore).
+    CLIENTS = r'''
+options: {}
+notes:
+  - Connection settings reach pg_dump, pg_restore and psql as libpq environment variables (C(PGHOST),
+    C(PGPASSWORD), C(PGCONNECT_TIMEOUT), C(PGSSLCERT)...), never on their command line, which any user of the
+    host can see.
+  - A libpq older than a parameter of O(connect_params) ignores its variable; C(require_auth), C(sslcertmode),
+    C(gssdelegation) and C(load_balance_hosts) need libpq 16, C(sslnegotiation) libpq 17.
+requirements:
+  - The PostgreSQL clients the module runs (Debian C(postgresql-client)) on the host that runs the module
 '''

@@ -15,15 +15,45 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 URL_SCHEMES = ("postgresql", "postgres")
 
-# ledgermind_db key -> libpq environment variable
-ENV_NAMES = {
+# libpq connection parameter -> the environment variable libpq reads it from
+# (https://www.postgresql.org/docs/current/libpq-envars.html). Parameters missing here (keepalives*,
+# tcp_user_timeout, sslpassword, replication, ...) have none, so they cannot reach a client without
+# its command line. A libpq older than a parameter ignores its variable: require_auth, sslcertmode,
+# gssdelegation and load_balance_hosts need libpq 16, sslnegotiation libpq 17.
+PARAM_ENV_NAMES = {
     "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
     "port": "PGPORT",
+    "dbname": "PGDATABASE",
     "user": "PGUSER",
     "password": "PGPASSWORD",
-    "name": "PGDATABASE",
-    "ssl_mode": "PGSSLMODE",
-    "ca_cert": "PGSSLROOTCERT",
+    "passfile": "PGPASSFILE",
+    "require_auth": "PGREQUIREAUTH",
+    "channel_binding": "PGCHANNELBINDING",
+    "service": "PGSERVICE",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "client_encoding": "PGCLIENTENCODING",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    "sslmode": "PGSSLMODE",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcertmode": "PGSSLCERTMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "requirepeer": "PGREQUIREPEER",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "gsslib": "PGGSSLIB",
+    "gssdelegation": "PGGSSDELEGATION",
 }
 
 # libpq URI query parameter -> ledgermind_db key
@@ -36,6 +66,9 @@ QUERY_KEYS = {
     "sslmode": "ssl_mode",
     "sslrootcert": "ca_cert",
 }
+
+# ledgermind_db key -> libpq environment variable
+ENV_NAMES = {key: PARAM_ENV_NAMES[param] for param, key in QUERY_KEYS.items()}
 
 
 class LibpqSettingsError(ValueError):
@@ -98,6 +131,25 @@ def merge(connection: dict[str, Any] | str | None) -> dict[str, str]:
 def to_env(connection: dict[str, Any] | str | None) -> dict[str, str]:
     """``PG*`` environment variables for pg_dump, pg_restore, psql and libpq-based drivers."""
     return {ENV_NAMES[key]: value for key, value in merge(connection).items()}
+
+
+def params_to_env(params: dict[str, Any] | None) -> dict[str, str]:
+    """``PG*`` variables for libpq connection parameters (e.g. a module's ``connect_params``).
+
+    A parameter libpq reads from no environment variable is refused by name rather than dropped.
+    Booleans become libpq's ``1``/``0``; empty values are left out."""
+    params = params or {}
+    unknown = sorted(set(params) - set(PARAM_ENV_NAMES))
+    if unknown:
+        raise LibpqSettingsError(
+            "connection parameter(s) {} cannot be passed to the PostgreSQL clients: libpq has no environment "
+            "variable for them, and the clients take no connection settings on their command line; "
+            "use one of {}".format(", ".join(unknown), ", ".join(sorted(PARAM_ENV_NAMES)))
+        )
+    return {
+        PARAM_ENV_NAMES[key]: ("1" if value else "0") if isinstance(value, bool) else str(value)
+        for key, value in params.items() if value is not None and value != ""
+    }
 
 
 def to_url(connection: dict[str, Any] | str | None) -> str:

@@ -2,13 +2,15 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Running PostgreSQL's own clients (pg_dump, pg_restore, psql) safely, for the backup modules.
 
-Connection settings reach the clients only as ``PG*`` environment variables (built by ``_libpq``),
-so a password is never on a command line. Archives are verified by reading them completely
+Connection settings are the shared connection options (``_connection``), merged as every other
+module merges them; they reach the clients only as ``PG*`` environment variables (built by
+``_libpq``), so a password is never on a command line. Archives are verified by reading them completely
 (``pg_restore --file=/dev/null``): ``pg_restore --list`` only reads the table of contents and
 happily lists a truncated archive.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -21,7 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import merge, to_env, to_url
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import build_connect_kwargs
+from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import (
+    QUERY_KEYS,
+    merge,
+    params_to_env,
+    to_env,
+    to_url,
+)
 
 CLIENT_DIRS_GLOB = "/usr/lib/postgresql/*/bin"
 CHUNK_SIZE = 1024 * 1024
@@ -29,18 +38,6 @@ SIDECAR_SUFFIX = ".json"
 PARTIAL_SUFFIX = ".partial"
 ARCHIVE_EXTENSIONS = {"custom": ".dump", "directory": ".dir"}
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-DEFAULT_CONNECT_TIMEOUT = "10"
-
-# module option -> ledgermind_db key (see _libpq); login_unix_socket is handled separately.
-CONNECTION_OPTIONS = {
-    "login_host": "host",
-    "login_port": "port",
-    "login_user": "user",
-    "login_password": "password",
-    "login_db": "name",
-    "ssl_mode": "ssl_mode",
-    "ca_cert": "ca_cert",
-}
 
 # TOC entry types restored together with their table, when they depend on it (directly or through
 # another kept entry, e.g. SEQUENCE SET -> owned SEQUENCE -> TABLE).
@@ -79,63 +76,74 @@ class ClientError(Exception):
 # Connection settings
 # ---------------------------------------------------------------------------------------------
 
-def connection_argument_spec() -> dict[str, Any]:
-    """The shared connection options (community.postgresql's names plus ``database_url``)."""
-    return dict(
-        database_url=dict(type="str", no_log=True),
-        login_host=dict(type="str"),
-        login_port=dict(type="int"),
-        login_user=dict(type="str"),
-        login_password=dict(type="str", no_log=True),
-        login_db=dict(type="str"),
-        login_unix_socket=dict(type="str"),
-        ssl_mode=dict(type="str", choices=["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]),
-        ca_cert=dict(type="path"),
-    )
+def connection_settings(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shared connection options (``postgres_connection_argument_spec``), merged as for psycopg2
+    (``login_*`` over ``database_url``, ``connect_params`` over everything), as a ``ledgermind_db``
+    mapping plus the other libpq parameters (``connect_timeout``, the rest of ``connect_params``)."""
+    kwargs = build_connect_kwargs(params)
+    settings: dict[str, Any] = {"url": kwargs.pop("dsn", None)}
+    for param, key in QUERY_KEYS.items():
+        if param in kwargs:
+            settings[key] = kwargs.pop(param)
+    return settings, kwargs
 
 
-def connection_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The module's connection options as a ``ledgermind_db`` mapping (explicit options win)."""
-    settings: dict[str, Any] = {"url": params.get("database_url") or None}
-    for option, key in CONNECTION_OPTIONS.items():
-        if params.get(option) not in (None, ""):
-            settings[key] = params[option]
-    if params.get("login_unix_socket"):
-        # libpq takes a socket directory as its host.
-        settings["host"] = params["login_unix_socket"]
-    return settings
+def client_env(params: dict[str, Any], application_name: str | None = None) -> dict[str, str]:
+    """``PG*`` variables for a client subprocess (raises ``_libpq.LibpqSettingsError``, naming any
+    ``connect_params`` key libpq has no variable for). ``application_name`` names the session unless
+    ``connect_params`` does.
 
-
-def client_env(params: dict[str, Any]) -> dict[str, str]:
-    """``PG*`` variables for a client subprocess (raises ``_libpq.LibpqSettingsError``).
-
-    No lock_timeout here: the SQL pg_restore sends starts with ``SET lock_timeout = 0``."""
-    env = to_env(connection_settings(params))
-    env.setdefault("PGCONNECT_TIMEOUT", os.environ.get("PGCONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT))
+    Neither timeout of the SQL modules travels: pg_dump and pg_restore's script set ``statement_timeout``
+    and ``lock_timeout`` to 0 themselves; pg_dump's lock wait is bounded by ``lock_wait_argv``."""
+    settings, others = connection_settings(params)
+    if application_name and not (params.get("connect_params") or {}).get("application_name"):
+        others["application_name"] = application_name
+    env = to_env(settings)
+    env.update(params_to_env(others))
     return env
+
+
+def lock_wait_argv(lock_timeout: int | None) -> list[str]:
+    """pg_dump's ``--lock-wait-timeout`` (milliseconds) for ``lock_timeout`` seconds: the dump gives up
+    instead of queueing behind an ALTER TABLE's ACCESS EXCLUSIVE lock (and making every later query
+    queue behind the dump). 0 or None waits forever."""
+    return [f"--lock-wait-timeout={int(lock_timeout) * 1000}"] if lock_timeout else []
+
+
+def dump_error(rc: int, stderr: str, lock_timeout: int | None) -> str:
+    """pg_dump's failure, explained when it gave up waiting for a table lock (``lock_wait_argv``)."""
+    detail = stderr.strip() or "no error output"
+    if lock_timeout and "LOCK TABLE" in stderr and "statement timeout" in stderr:
+        return (
+            f"pg_dump gave up after lock_timeout={lock_timeout}s waiting for a table lock another session holds "
+            f"(for example an ALTER TABLE; see pg_locks). Retry once it finishes, or raise lock_timeout: {detail}"
+        )
+    return f"pg_dump failed (exit code {rc}): {detail}"
 
 
 def public_url(params: dict[str, Any]) -> str:
     """The database as a URL without its password, for sidecars and messages."""
-    settings = merge(connection_settings(params))
+    settings = merge(connection_settings(params)[0])
     settings.pop("password", None)
     return to_url(settings)
 
 
 def database_name(params: dict[str, Any]) -> str:
     """The database name libpq will use (its default is the user name)."""
-    settings = merge(connection_settings(params))
+    settings = merge(connection_settings(params)[0])
     return settings.get("name") or settings.get("user") or os.environ.get("PGDATABASE") or "postgres"
 
 
 def secrets(params: dict[str, Any]) -> list[str]:
     """Values that must never appear in output (the password, however it was given)."""
     found: list[str] = []
-    try:
-        password = merge(connection_settings(params)).get("password")
-    except ValueError:
-        password = None
-    for value in (password, params.get("login_password"), params.get("database_url")):
+    settings = connection_settings(params)[0]
+    values = [params.get("login_password"), params.get("database_url")]
+    # The effective password (login_password or connect_params), and the URL's own when one overrides it.
+    for connection in (settings, {"url": settings["url"]}):
+        with contextlib.suppress(ValueError):  # a malformed URL: its own text is hidden whole below
+            values.append(merge(connection).get("password"))
+    for value in values:
         if value:
             found.extend({str(value), quote(str(value), safe="")})
     return found

@@ -23,6 +23,7 @@ author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:

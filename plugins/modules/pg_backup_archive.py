@@ -19,10 +19,14 @@ description:
     sidecars, only after the new archive is verified.
   - Connection settings reach pg_dump as C(PG*) environment variables, so the password is never
     on a command line, in the process list or in the module output. SSL settings reach pg_dump too.
+  - pg_dump waits at most O(lock_timeout) seconds for its table locks (C(--lock-wait-timeout)), so a
+    backup fails rather than queueing behind an C(ALTER TABLE).
   - Refuses early, with the fix, when pg_dump is missing or older than the server.
 author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
+  - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.clients
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -33,37 +37,6 @@ attributes:
   platform:
     platforms: posix
 options:
-  database_url:
-    description:
-      - A libpq URI (C(postgresql://user:password@host:port/db?sslmode=...)), usually
-        C({{ ledgermind_db | ledgermind.migrations.libpq_url }}). The C(login_*), O(ssl_mode) and
-        O(ca_cert) options override its parts.
-    type: str
-  login_host:
-    description: Host of the server.
-    type: str
-  login_port:
-    description: Port of the server.
-    type: int
-  login_user:
-    description: Role to connect as.
-    type: str
-  login_password:
-    description: Password of O(login_user).
-    type: str
-  login_db:
-    description: Database to connect to.
-    type: str
-  login_unix_socket:
-    description: Directory of the server's Unix socket; overrides O(login_host).
-    type: str
-  ssl_mode:
-    description: libpq C(sslmode).
-    type: str
-    choices: [allow, disable, prefer, require, verify-ca, verify-full]
-  ca_cert:
-    description: libpq C(sslrootcert), the CA certificate used to verify the server.
-    type: path
   dest_dir:
     description: Directory receiving the archive; created with mode 0700 when missing.
     type: path
@@ -180,6 +153,7 @@ command:
     - /usr/bin/pg_dump
     - --format=custom
     - --no-password
+    - --lock-wait-timeout=5000
     - --strict-names
     - --table="public"."ml_features"
     - --file=/var/backups/ledgermind/ledgermind_ml_features_20260101T120000Z.dump.partial
@@ -211,6 +185,9 @@ import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+    postgres_connection_argument_spec,
+)
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError  # noqa: E402
 from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (  # noqa: E402
     PARTIAL_SUFFIX,
@@ -219,10 +196,11 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     archive_size,
     client_env,
     client_version,
-    connection_argument_spec,
     database_name,
     default_prefix,
+    dump_error,
     find_client,
+    lock_wait_argv,
     public_url,
     remove_archive,
     restrict_mode,
@@ -239,6 +217,8 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
 )
 
 SERVER_VERSION_SQL = "SHOW server_version_num"
+# How pg_dump and psql show in pg_stat_activity, unless connect_params names them.
+APPLICATION_NAME = "ledgermind.migrations.pg_backup_archive"
 
 
 def quote_ident(name: str) -> str:
@@ -248,7 +228,7 @@ def quote_ident(name: str) -> str:
 
 
 def dump_argv(pg_dump: str, params: dict, target: str) -> list[str]:
-    argv = [pg_dump, f"--format={params['format']}", "--no-password"]
+    argv = [pg_dump, f"--format={params['format']}", "--no-password", *lock_wait_argv(params["lock_timeout"])]
     if params["scope"] == "table":
         argv += ["--strict-names", f"--table={quote_ident(params['schema'])}.{quote_ident(params['table'])}"]
     return argv + [f"--file={target}"]
@@ -266,7 +246,7 @@ def server_version_num(psql: str, env: dict[str, str]) -> int:
 
 
 def main() -> None:
-    argument_spec = connection_argument_spec()
+    argument_spec = postgres_connection_argument_spec()
     argument_spec.update(
         dest_dir=dict(type="path", required=True),
         prefix=dict(type="str"),
@@ -292,7 +272,7 @@ def main() -> None:
         module.fail_json(msg=scrub(msg, hidden), **result)
 
     try:
-        env = client_env(params)
+        env = client_env(params, APPLICATION_NAME)
         dbname = database_name(params)
         database = public_url(params)
     except LibpqSettingsError as exc:
@@ -347,7 +327,7 @@ def main() -> None:
     try:
         dumped = run_client(argv, env)
         if dumped.rc != 0:
-            raise ClientError(f"pg_dump failed (exit code {dumped.rc}): {dumped.stderr.strip()}")
+            raise ClientError(dump_error(dumped.rc, dumped.stderr, params["lock_timeout"]))
         verify_archive(pg_restore, partial)
         restrict_mode(partial)
         sha256 = sha256_archive(partial)

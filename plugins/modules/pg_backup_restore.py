@@ -25,6 +25,8 @@ description:
 author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
+  - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.clients
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -37,37 +39,6 @@ attributes:
   platform:
     platforms: posix
 options:
-  database_url:
-    description:
-      - A libpq URI (C(postgresql://user:password@host:port/db?sslmode=...)), usually
-        C({{ ledgermind_db | ledgermind.migrations.libpq_url }}). The C(login_*), O(ssl_mode) and
-        O(ca_cert) options override its parts.
-    type: str
-  login_host:
-    description: Host of the server.
-    type: str
-  login_port:
-    description: Port of the server.
-    type: int
-  login_user:
-    description: Role to connect as.
-    type: str
-  login_password:
-    description: Password of O(login_user).
-    type: str
-  login_db:
-    description: Database to connect to.
-    type: str
-  login_unix_socket:
-    description: Directory of the server's Unix socket; overrides O(login_host).
-    type: str
-  ssl_mode:
-    description: libpq C(sslmode).
-    type: str
-    choices: [allow, disable, prefer, require, verify-ca, verify-full]
-  ca_cert:
-    description: libpq C(sslrootcert), the CA certificate used to verify the server.
-    type: path
   src:
     description: The archive (a custom-format file or a directory-format directory).
     type: path
@@ -141,7 +112,7 @@ command:
     - --exit-on-error
     - --no-password
     - --use-list=/tmp/pg_backup_restore.x/restore.list
-    - --dbname=application_name=ledgermind.migrations.pg_backup_restore
+    - --dbname=application_name='ledgermind.migrations.pg_backup_restore'
     - /var/backups/ledgermind/ledgermind_ml_features_20260101T120000Z.dump
 duration_seconds:
   description: Time spent verifying and restoring.
@@ -157,11 +128,13 @@ import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+    postgres_connection_argument_spec,
+)
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError  # noqa: E402
 from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (  # noqa: E402
     ClientError,
     client_env,
-    connection_argument_spec,
     find_client,
     parse_toc,
     read_sidecar,
@@ -175,20 +148,27 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     verify_archive,
 )
 
-# A conninfo string without a database name: libpq takes every other setting (database included)
-# from the PG* environment, and the session is recognisable in pg_stat_activity.
-DBNAME_CONNINFO = "application_name=ledgermind.migrations.pg_backup_restore"
+# How pg_restore shows in pg_stat_activity, unless connect_params names it.
+APPLICATION_NAME = "ledgermind.migrations.pg_backup_restore"
 
 
-def restore_argv(pg_restore: str, list_file: str, src: str) -> list[str]:
+def dbname_conninfo(application_name: str) -> str:
+    """pg_restore's --dbname (without one it prints SQL instead of restoring): a conninfo string holding
+    only the session's name, as it would override PGAPPNAME; libpq takes every other setting, the
+    database included, from the PG* environment."""
+    value = application_name.replace("\\", "\\\\").replace("'", "\\'")
+    return f"application_name='{value}'"
+
+
+def restore_argv(pg_restore: str, list_file: str, src: str, application_name: str) -> list[str]:
     return [
         pg_restore, "--single-transaction", "--clean", "--if-exists", "--exit-on-error", "--no-password",
-        f"--use-list={list_file}", f"--dbname={DBNAME_CONNINFO}", src,
+        f"--use-list={list_file}", f"--dbname={dbname_conninfo(application_name)}", src,
     ]
 
 
 def main() -> None:
-    argument_spec = connection_argument_spec()
+    argument_spec = postgres_connection_argument_spec()
     argument_spec.update(
         src=dict(type="path", required=True),
         expected_sha256=dict(type="str"),
@@ -210,7 +190,7 @@ def main() -> None:
     if not os.path.exists(src):
         fail(f"archive {src} does not exist")
     try:
-        env = client_env(params)
+        env = client_env(params, APPLICATION_NAME)
     except LibpqSettingsError as exc:
         fail(f"invalid connection settings: {exc}")
         return
@@ -248,7 +228,7 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="pg_backup_restore.")
     try:
         list_file = os.path.join(workdir, "restore.list")
-        argv = restore_argv(pg_restore, list_file, src)
+        argv = restore_argv(pg_restore, list_file, src, env["PGAPPNAME"])
         result["command"] = argv
         if module.check_mode:
             result.update(changed=True, duration_seconds=round(time.monotonic() - started, 3))

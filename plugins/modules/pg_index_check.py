@@ -82,6 +82,7 @@ options:
     default: true
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:

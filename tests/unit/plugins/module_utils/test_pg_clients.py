@@ -1,4 +1,5 @@
-"""Pure helpers of module_utils/_pg_clients.py: TOC filtering, retention, names, sidecars, versions."""
+"""Pure helpers of module_utils/_pg_clients.py: connection settings for the clients, TOC filtering, retention,
+names, sidecars, versions."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils import _pg_clients as pc
+from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError
 
 # `pg_restore --list --verbose` of a whole database (PostgreSQL 15): ml_features with a bigserial
 # key, a comment, an index, an owned sequence, and `other`, whose foreign key references ml_features.
@@ -260,9 +262,119 @@ def test_client_env_uses_libpq_and_hides_nothing_on_argv():
     assert pc.scrub("FATAL: s3cr@t and s3cr%40t", pc.secrets(params)) == "FATAL: ******** and ********"
 
 
-def test_unix_socket_overrides_host():
-    params = {"database_url": None, "login_host": "db", "login_unix_socket": "/run/postgresql", "login_user": "u"}
-    assert pc.client_env(params)["PGHOST"] == "/run/postgresql"
+APP = {"PGAPPNAME": "ledgermind.migrations"}  # build_connect_kwargs' default session name
+
+
+@pytest.mark.parametrize(
+    ("params", "env"),
+    [
+        ({}, APP),
+        ({"connect_timeout": 10, "query_timeout": 300, "lock_timeout": 5}, {**APP, "PGCONNECT_TIMEOUT": "10"}),
+        ({"connect_timeout": 0}, {**APP, "PGCONNECT_TIMEOUT": "0"}),
+        # As community.postgresql: the socket directory replaces an unset or localhost host only.
+        ({"login_unix_socket": "/run/postgresql"}, {**APP, "PGHOST": "/run/postgresql"}),
+        ({"login_unix_socket": "/run/postgresql", "login_host": "localhost"}, {**APP, "PGHOST": "/run/postgresql"}),
+        ({"login_unix_socket": "/run/postgresql", "login_host": "db"}, {**APP, "PGHOST": "db"}),
+        ({"database_url": "postgresql://u@db/x", "login_unix_socket": "/run/postgresql"},
+         {**APP, "PGHOST": "/run/postgresql", "PGUSER": "u", "PGDATABASE": "x"}),
+        # connect_params win over everything, and those without a ledgermind_db key travel too.
+        ({"connect_params": {"sslcert": "/c.pem", "sslkey": "/k.pem", "sslrootcert": "/ca.pem", "sslmode": "verify-ca",
+                             "application_name": "nightly", "options": "-c work_mem=64MB",
+                             "target_session_attrs": "read-write"}},
+         {"PGSSLCERT": "/c.pem", "PGSSLKEY": "/k.pem", "PGSSLROOTCERT": "/ca.pem", "PGSSLMODE": "verify-ca",
+          "PGAPPNAME": "nightly", "PGOPTIONS": "-c work_mem=64MB", "PGTARGETSESSIONATTRS": "read-write"}),
+        ({"login_host": "db", "ca_cert": "/ca.pem", "connect_timeout": 10,
+          "connect_params": {"host": "replica", "dbname": "other", "sslrootcert": "/other.pem", "connect_timeout": 3}},
+         {**APP, "PGHOST": "replica", "PGDATABASE": "other", "PGSSLROOTCERT": "/other.pem", "PGCONNECT_TIMEOUT": "3"}),
+        ({"connect_params": {"sslsni": False, "sslcompression": True, "hostaddr": "10.0.0.5", "port": 6432}},
+         {**APP, "PGSSLSNI": "0", "PGSSLCOMPRESSION": "1", "PGHOSTADDR": "10.0.0.5", "PGPORT": "6432"}),
+        ({"connect_params": {"sslcert": None, "options": ""}}, APP),
+    ],
+)
+def test_client_env_maps_the_shared_options(params, env):
+    assert pc.client_env(params) == env
+
+
+@pytest.mark.parametrize(
+    ("connect_params", "application_name", "expected"),
+    [
+        ({}, "ledgermind.migrations.pg_backup_archive", "ledgermind.migrations.pg_backup_archive"),
+        ({"application_name": "nightly"}, "ledgermind.migrations.pg_backup_archive", "nightly"),
+        ({}, None, "ledgermind.migrations"),
+    ],
+)
+def test_client_env_names_the_session_unless_connect_params_do(connect_params, application_name, expected):
+    assert pc.client_env({"connect_params": connect_params}, application_name)["PGAPPNAME"] == expected
+
+
+@pytest.mark.parametrize(
+    ("connect_params", "named"),
+    [
+        ({"keepalives": 1}, "keepalives"),
+        ({"sslcert": "/c.pem", "tcp_user_timeout": 1000}, "tcp_user_timeout"),
+        ({"sslpassword": "k3y-pass", "replication": "database"}, "replication, sslpassword"),
+    ],
+)
+def test_connect_params_without_a_libpq_variable_are_refused_by_name(connect_params, named):
+    with pytest.raises(LibpqSettingsError) as caught:
+        pc.client_env({"connect_params": connect_params})
+    message = str(caught.value)
+    assert message.startswith(f"connection parameter(s) {named} cannot be passed")
+    assert "sslcert" in message and "target_session_attrs" in message
+    assert "k3y-pass" not in message
+
+
+@pytest.mark.parametrize(
+    ("lock_timeout", "argv"),
+    [
+        (5, ["--lock-wait-timeout=5000"]),
+        (1, ["--lock-wait-timeout=1000"]),
+        (0, []),  # waits forever, as lock_timeout 0 does
+        (None, []),
+    ],
+)
+def test_lock_wait_argv(lock_timeout, argv):
+    assert pc.lock_wait_argv(lock_timeout) == argv
+
+
+LOCK_WAIT_STDERR = """pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout
+pg_dump: detail: Query was: LOCK TABLE public.ml_features IN ACCESS SHARE MODE
+"""
+
+
+@pytest.mark.parametrize(
+    ("rc", "stderr", "lock_timeout", "starts"),
+    [
+        (1, LOCK_WAIT_STDERR, 5, "pg_dump gave up after lock_timeout=5s waiting for a table lock"),
+        (1, "pg_dump: error: connection to server failed\n", 5, "pg_dump failed (exit code 1): pg_dump: error: conn"),
+        (1, "pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\n", 5,
+         "pg_dump failed (exit code 1)"),
+        (-9, "", 5, "pg_dump failed (exit code -9): no error output"),
+    ],
+)
+def test_dump_error_explains_a_lock_wait(rc, stderr, lock_timeout, starts):
+    assert pc.dump_error(rc, stderr, lock_timeout).startswith(starts)
+
+
+@pytest.mark.parametrize(
+    ("params", "hidden"),
+    [
+        ({"connect_params": {"password": "cp-s3cret"}}, ["cp-s3cret"]),
+        ({"database_url": "postgresql://u:url-pw@db/x", "login_password": "login-pw"}, ["url-pw", "login-pw"]),
+        ({"database_url": "postgresql://u:p%2Fw@db/x"}, ["p/w", "p%2Fw"]),
+    ],
+)
+def test_secrets_cover_every_way_to_give_a_password(params, hidden):
+    found = pc.secrets(params)
+    assert all(value in found for value in hidden)
+    text = " ".join(hidden)
+    assert pc.scrub(text, found).replace("********", "").strip() == ""
+
+
+def test_public_url_and_database_name_follow_connect_params():
+    params = {"database_url": "postgresql://u:pw@db/x", "connect_params": {"dbname": "y", "password": "cp"}}
+    assert pc.public_url(params) == "postgresql://u@db/y"
+    assert pc.database_name(params) == "y"
 
 
 def test_sidecar_is_plain_json(tmp_path):
