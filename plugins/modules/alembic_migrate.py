@@ -23,7 +23,6 @@ author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
   - ledgermind.migrations.connection
-  - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -106,7 +105,10 @@ options:
     default: alembic_version
 notes:
   - Alembic's own C(env.py) must read the database URL from O(database_url_env); the module builds that URL from
-    the connection options and passes it in the environment only.
+    the connection options and passes it in the environment only, never on a command line.
+  - The module's own queries (current revision, INVALID indexes) run in a READ ONLY transaction; the changes are
+    made by Alembic in its own transactions, and by C(REINDEX INDEX CONCURRENTLY) outside any transaction.
+  - O(query_timeout) and O(lock_timeout) apply to the module's own queries; Alembic's tries use O(lock_timeout_ms).
 requirements:
   - psycopg2
 """
