@@ -11,7 +11,7 @@ DEMO_ROWS ?= 10000
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test lint sanity unit integration stack-up stack-down clean
+.PHONY: setup demo test lint sanity unit integration bench stack-up stack-down clean
 
 setup: $(STAMP) $(COLLECTION_LINK) $(GET_PIP_CACHE)
 
@@ -64,6 +64,11 @@ unit: setup
 
 integration: stack-up
 	eval "$$(scripts/stack env)" && $(BIN)/pytest tests/integration
+
+# The runbook's bare commands timed side by side with the playbooks' phases, at 10K and 1M rows
+# (BENCH_ARGS=--10m adds 10M; --sizes, --reps): results/bench.{json,md,png}. See README "Benchmark".
+bench: stack-up
+	$(BIN)/python scripts/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

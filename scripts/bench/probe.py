@@ -1,0 +1,91 @@
+"""A concurrent writer: one small UPDATE every few tens of ms on its own connection.
+
+It updates ``amount`` (not ``tokens``), so the content fingerprint the playbooks compare does not
+change, yet each UPDATE needs the ROW EXCLUSIVE table lock that the migration's ALTER TABLE
+(ACCESS EXCLUSIVE) blocks. The longest UPDATE is the longest time a writer was blocked.
+Bounded in count and time, loopback only (the URL comes from ``env.database_url``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg2
+
+UPDATE_SQL = "UPDATE ml_features SET amount = amount WHERE txn_id = %s"
+
+
+class WriterProbe:
+    def __init__(self, url: str, interval: float = 0.03, max_seconds: float = 1800.0, max_updates: int = 200_000):
+        self.url = url
+        self.interval = interval
+        self.max_seconds = max_seconds
+        self.max_updates = max_updates
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self._worst_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> WriterProbe:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        conn = psycopg2.connect(self.url, application_name="ledgermind-bench-probe", connect_timeout=10)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            # A safety bound, never reached in a healthy run: the probe waits as long as a writer would.
+            cur.execute("SET statement_timeout = %s", (int(self.max_seconds * 1000),))
+            cur.execute("SELECT min(txn_id), max(txn_id) FROM ml_features")
+            low, high = cur.fetchone()
+        self._keys = (low or 0, high or 0)
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._loop, args=(conn,), name="writer-probe", daemon=True)
+        self._thread.start()
+
+    def _loop(self, conn: psycopg2.extensions.connection) -> None:
+        low, high = self._keys
+        key = low
+        try:
+            with conn.cursor() as cur:
+                while (not self._stop.is_set() and len(self.latencies) < self.max_updates
+                       and time.perf_counter() - self._started < self.max_seconds):
+                    began = time.perf_counter()
+                    try:
+                        cur.execute(UPDATE_SQL, (key,))
+                    except psycopg2.Error as exc:
+                        self.errors.append(" ".join(str(exc).split())[:200])
+                        if conn.closed:
+                            return
+                    took = time.perf_counter() - began
+                    if not self.latencies or took > max(self.latencies):
+                        self._worst_at = began - self._started
+                    self.latencies.append(took)
+                    key = low if key >= high else key + 1
+                    self._stop.wait(max(0.0, self.interval))
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.max_seconds + 10)
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies)
+        return {
+            "updates": len(lat),
+            "errors": len(self.errors),
+            "first_error": self.errors[0] if self.errors else None,
+            "max_blocked_ms": round(lat[-1] * 1000, 1) if lat else None,
+            "max_blocked_at_s": round(self._worst_at, 2),
+            "p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
+            "over_100ms": sum(1 for x in lat if x > 0.1),
+            "interval_ms": round(self.interval * 1000),
+        }

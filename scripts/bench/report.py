@@ -1,0 +1,229 @@
+"""Medians, ratios and targets from the repetitions; JSON, Markdown and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+MIGRATE_PHASES = ["preflight", "backup", "migrate", "validate", "report", "overhead"]
+ROLLBACK_PHASES = ["rollback_downgrade", "rollback_validate", "rollback_report", "rollback_overhead"]
+PHASES = MIGRATE_PHASES + ROLLBACK_PHASES
+DB_PHASES = ["preflight", "backup", "migrate", "validate"]
+LABELS = {
+    "preflight": "preflight", "backup": "backup", "migrate": "migrate", "validate": "validate",
+    "report": "report", "overhead": "ansible overhead", "rollback_downgrade": "rollback: downgrade",
+    "rollback_validate": "rollback: verify", "rollback_report": "rollback: report",
+    "rollback_overhead": "rollback: ansible overhead",
+}
+MEMORY_LIMIT_MIB = 100.0
+
+
+def median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(ours: float | None, bare: float | None) -> float | None:
+    return round(ours / bare, 2) if ours is not None and bare else None
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def summarize_size(reps: list[dict]) -> dict:
+    """Medians over the repetitions of one size."""
+    phases = {}
+    for phase in PHASES:
+        b = median([r["bare"]["phases"].get(phase, 0.0) for r in reps])
+        o = median([r["ours"]["phases"].get(phase, 0.0) for r in reps])
+        phases[phase] = {"bare": _r(b), "ours": _r(o), "ratio": ratio(o, b)}
+    db_bare = median([sum(r["bare"]["phases"].get(p, 0.0) for p in DB_PHASES) for r in reps])
+    db_ours = median([sum(r["ours"]["phases"].get(p, 0.0) for p in DB_PHASES) for r in reps])
+    totals = {
+        "db_phases": {"bare": _r(db_bare), "ours": _r(db_ours), "ratio": ratio(db_ours, db_bare)},
+        "migrate_whole": _pair(reps, "migrate_wall"),
+        "rollback_whole": _pair(reps, "rollback_wall"),
+    }
+    plain_s = median([r["bare"]["phases"].get("backup") for r in reps])
+    verified_s = median([r["ours"]["phases"].get("backup") for r in reps])
+    plain_b = median([r["bare"]["dump_bytes"] for r in reps])
+    verified_b = median([r["ours"]["backup_bytes"] for r in reps])
+    backup = {
+        "plain_dump_seconds": _r(plain_s), "plain_dump_bytes": plain_b,
+        "verified_seconds": _r(verified_s),
+        "verified_module_seconds": _r(median([r["ours"]["backup_module_seconds"] for r in reps])),
+        "verified_bytes": verified_b,
+        "time_ratio": ratio(verified_s, plain_s),
+        "smaller_by": round(plain_b / verified_b, 2) if plain_b and verified_b else None,
+    }
+    probe = {}
+    for key in ("bare_migrate", "ours_migrate", "bare_rollback", "ours_rollback"):
+        values = [r[f"probe_{key}"]["max_blocked_ms"] for r in reps]
+        probe[key] = {"max_blocked_ms_median": _r(median(values), 1),
+                      "max_blocked_ms_worst": max((v for v in values if v is not None), default=None),
+                      "updates": sum(r[f"probe_{key}"]["updates"] for r in reps),
+                      "errors": sum(r[f"probe_{key}"]["errors"] for r in reps)}
+    scans = {}
+    for state in ("text", "jsonb"):
+        count = median([r[f"scan_{state}"]["count_star_seconds"] for r in reps])
+        integ = median([r[f"scan_{state}"]["integrity_seconds"] for r in reps])
+        scans[state] = {
+            "count_star_seconds": _r(count, 4),
+            "runbook_counts_seconds": _r(median([r[f"scan_{state}"]["runbook_counts_seconds"] for r in reps]), 4),
+            "integrity_seconds": _r(integ, 4),
+            "integrity_module_wall_seconds": _r(median([r[f"scan_{state}"]["integrity_module_wall_seconds"]
+                                                        for r in reps])),
+            "ratio": ratio(integ, count),
+        }
+    memory: dict[str, dict[str, float]] = {"module": {}, "children": {}}
+    for r in reps:
+        for kind in memory:
+            for name, mib in r["ours"]["memory"].get(kind, {}).items():
+                memory[kind][name] = max(memory[kind].get(name, 0.0), mib)
+        for state in ("text", "jsonb"):
+            mib = r[f"scan_{state}"]["integrity_peak_mib"]
+            if mib is not None:
+                memory["module"]["pg_jsonb_integrity"] = max(memory["module"].get("pg_jsonb_integrity", 0.0), mib)
+    return {"phases": phases, "totals": totals, "backup": backup, "probe": probe, "scan": scans, "memory": memory,
+            "migration_duration_seconds": _r(median([r["ours"]["migration_duration_seconds"] for r in reps]))}
+
+
+def _pair(reps: list[dict], key: str) -> dict:
+    b = median([r["bare"][key] for r in reps])
+    o = median([r["ours"][key] for r in reps])
+    return {"bare": _r(b), "ours": _r(o), "ratio": ratio(o, b)}
+
+
+def targets(sizes: dict[int, dict]) -> list[dict]:
+    """The issue's targets, measured (never asserted): each with the size it was judged at."""
+    if not sizes:
+        return []
+    rows = sorted(sizes)
+    big = 1_000_000 if 1_000_000 in sizes else rows[-1]
+    small = 10_000 if 10_000 in sizes else rows[0]
+    out = []
+
+    def add(name: str, at: int, value: float | None, limit: float, unit: str, higher_is_better: bool = False):
+        met = None if value is None else (value >= limit if higher_is_better else value <= limit)
+        out.append({"target": name, "rows": at, "measured": value, "limit": limit, "unit": unit, "met": met})
+
+    s = sizes[big]
+    add("DB phases ours/bare", big, s["totals"]["db_phases"]["ratio"], 1.5, "x")
+    add("whole migrate playbook", small, sizes[small]["totals"]["migrate_whole"]["ours"], 20.0, "s")
+    worst_scan = max((s["scan"][st]["ratio"] for st in ("text", "jsonb") if s["scan"][st]["ratio"] is not None),
+                     default=None)
+    add("integrity+fingerprint / count(*)", big, worst_scan, 2.0, "x")
+    for at in rows:
+        peak = max(sizes[at]["memory"]["module"].values(), default=None)
+        add("module peak memory (largest module)", at, peak, MEMORY_LIMIT_MIB, "MiB")
+    add("verified backup / plain dump time", big, s["backup"]["time_ratio"], 1.5, "x")
+    add("plain dump / verified backup size", big, s["backup"]["smaller_by"], 3.0, "x", higher_is_better=True)
+    return out
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _mib(n: int | float | None) -> str:
+    return "—" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"Bench of {result['finished']}: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, "
+        f"PostgreSQL {m['postgresql']}, ansible-core {m['ansible_core']}; median of {result['reps']} repetition(s); "
+        f"load average {', '.join(f'{x:.1f}' for x in m['loadavg_start'])} at the start, "
+        f"{', '.join(f'{x:.1f}' for x in m.get('loadavg_end', []))} at the end.",
+        "",
+    ]
+    sizes = result["sizes"]
+    for rows in sorted(sizes, key=int):
+        s = sizes[rows]
+        lines += [f"#### {int(rows):,} rows", "", "| phase | bare runbook (s) | ours (s) | ours/bare |",
+                  "|---|---:|---:|---:|"]
+        for phase in PHASES:
+            p = s["phases"][phase]
+            lines.append(f"| {LABELS[phase]} | {_fmt(p['bare'])} | {_fmt(p['ours'])} | {_fmt(p['ratio'])} |")
+        t = s["totals"]
+        lines += [
+            f"| **DB phases** (preflight+backup+migrate+validate) | {_fmt(t['db_phases']['bare'])} | "
+            f"{_fmt(t['db_phases']['ours'])} | **{_fmt(t['db_phases']['ratio'])}** |",
+            f"| **whole migrate** (wall) | {_fmt(t['migrate_whole']['bare'])} | "
+            f"{_fmt(t['migrate_whole']['ours'])} | {_fmt(t['migrate_whole']['ratio'])} |",
+            f"| **whole rollback** (wall) | {_fmt(t['rollback_whole']['bare'])} | "
+            f"{_fmt(t['rollback_whole']['ours'])} | {_fmt(t['rollback_whole']['ratio'])} |",
+            "",
+        ]
+    lines += ["#### Backup, writer probe, scans, memory", "",
+              "| rows | plain dump | verified backup | time ratio | smaller by | writer blocked, migrate: bare / ours "
+              "| writer blocked, rollback: bare / ours | count(*) | integrity+fingerprint (text[] / jsonb) "
+              "| module peak RSS |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for rows in sorted(sizes, key=int):
+        s = sizes[rows]
+        b, p, sc = s["backup"], s["probe"], s["scan"]
+        peak = max(s["memory"]["module"].items(), key=lambda kv: kv[1], default=("—", None))
+        lines.append(
+            f"| {int(rows):,} | {_fmt(b['plain_dump_seconds'])} s, {_mib(b['plain_dump_bytes'])} "
+            f"| {_fmt(b['verified_seconds'])} s, {_mib(b['verified_bytes'])} | {_fmt(b['time_ratio'])}x "
+            f"| {_fmt(b['smaller_by'])}x "
+            f"| {_fmt(p['bare_migrate']['max_blocked_ms_median'], 0)} / "
+            f"{_fmt(p['ours_migrate']['max_blocked_ms_median'], 0)} ms "
+            f"| {_fmt(p['bare_rollback']['max_blocked_ms_median'], 0)} / "
+            f"{_fmt(p['ours_rollback']['max_blocked_ms_median'], 0)} ms "
+            f"| {_fmt(sc['text']['count_star_seconds'], 3)} / {_fmt(sc['jsonb']['count_star_seconds'], 3)} s "
+            f"| {_fmt(sc['text']['integrity_seconds'], 3)} / {_fmt(sc['jsonb']['integrity_seconds'], 3)} s "
+            f"({_fmt(sc['text']['ratio'])}x / {_fmt(sc['jsonb']['ratio'])}x) "
+            f"| {_fmt(peak[1], 1)} MiB ({peak[0]}) |")
+    lines += ["", "#### Targets (measured, not asserted)", "", "| target | rows | measured | limit | met |",
+              "|---|---:|---:|---:|:---:|"]
+    for t in result["targets"]:
+        limit = f"{'≥' if t['target'].startswith('plain dump') else '≤'} {t['limit']:g} {t['unit']}"
+        met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['rows']:,} | {_fmt(t['measured'])} {t['unit']} | {limit} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(result["sizes"], key=int)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.8), squeeze=False)
+    for ax, rows in zip(axes[0], sizes, strict=True):
+        s = result["sizes"][rows]["phases"]
+        xs = range(len(PHASES))
+        bare = [s[p]["bare"] or 0.0 for p in PHASES]
+        ours = [s[p]["ours"] or 0.0 for p in PHASES]
+        ax.bar([x - 0.2 for x in xs], bare, width=0.4, label="bare runbook", color="#9aa5b1")
+        ax.bar([x + 0.2 for x in xs], ours, width=0.4, label="ledgermind.migrations", color="#2b6cb0")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([LABELS[p].replace("rollback: ", "rb: ").replace("ansible ", "") for p in PHASES],
+                           rotation=40, ha="right", fontsize=8)
+        ax.set_ylabel("seconds (median)")
+        ax.set_title(f"{int(rows):,} rows")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"make bench: per phase, ours vs the runbook's bare commands ({result['finished']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(result: dict, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "bench.json", "md": out / "bench.md", "png": out / "bench.png"}
+    paths["json"].write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    paths["md"].write_text(markdown(result), encoding="utf-8")
+    chart(result, paths["png"])
+    return paths

@@ -1,0 +1,102 @@
+"""The repetitions: per size, per repetition, a fresh reset before each side.
+
+One repetition at one size:
+  reset -> count(*)/integrity scans on text[] -> the runbook's migrate steps (probe running)
+        -> the runbook's rollback steps (probe running)
+  reset -> our migrate playbook (probe running, module memory watched) -> scans on jsonb
+        -> our rollback playbook (probe running)
+Dumps, backups and reports of a repetition live in ``work/`` and are removed after it, unless kept.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from . import bare, ours, scan
+from .env import reset
+from .probe import WriterProbe
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _with_probe(url: str, interval: float, fn, *args, **kwargs):
+    with WriterProbe(url, interval=interval) as probe:
+        result = fn(*args, **kwargs)
+    return result, probe.summary()
+
+
+def one_repetition(url: str, db: str, rows: int, work: Path, probe_interval: float) -> dict:
+    rep: dict = {"rows": rows}
+    rep["reset_seconds"] = reset(db, rows)
+    rep["scan_text"] = scan.measure(url)
+
+    log(f"{rows} rows: the runbook's bare commands")
+    migrate, rep["probe_bare_migrate"] = _with_probe(url, probe_interval, bare.run_steps, bare.MIGRATE_STEPS, url,
+                                                     work / "bare")
+    rollback, rep["probe_bare_rollback"] = _with_probe(url, probe_interval, bare.run_steps, bare.ROLLBACK_STEPS, url,
+                                                       work / "bare")
+    rep["bare"] = {"phases": {**migrate["phases"], **rollback["phases"]}, "steps": migrate["steps"] + rollback["steps"],
+                   "migrate_wall": sum(migrate["phases"].values()), "rollback_wall": sum(rollback["phases"].values()),
+                   "dump_bytes": migrate["dump_bytes"]}
+
+    reset(db, rows)
+    log(f"{rows} rows: our playbooks")
+    mig, rep["probe_ours_migrate"] = _with_probe(url, probe_interval, ours.run_playbook, "migrate", url, work / "ours")
+    rep["scan_jsonb"] = scan.measure(url)
+    rb, rep["probe_ours_rollback"] = _with_probe(url, probe_interval, ours.run_playbook, "rollback", url, work / "ours")
+    backup = mig["signoff"].get("backup") or {}
+    rep["ours"] = {
+        "phases": {**mig["phases"], **rb["phases"]},
+        "migrate_wall": mig["wall"],
+        "rollback_wall": rb["wall"],
+        "tasks": mig["tasks"] + rb["tasks"],
+        "backup_bytes": _int(backup.get("size_bytes")),
+        "backup_module_seconds": _float(backup.get("duration_seconds")),
+        "migration_duration_seconds": _float(mig["signoff"].get("migration_duration_seconds")),
+        "migrate_verdict": mig["signoff"].get("verdict"),
+        "rollback_verdict": rb["signoff"].get("verdict"),
+        "lock_waits": mig["signoff"].get("lock_waits") or {},
+        "memory": _merge_peaks(mig["memory"], rb["memory"]),
+    }
+    return rep
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _merge_peaks(*peaks: dict) -> dict:
+    merged: dict[str, dict[str, float]] = {"module": {}, "children": {}}
+    for peak in peaks:
+        for kind in merged:
+            for name, mib in peak.get(kind, {}).items():
+                merged[kind][name] = max(merged[kind].get(name, 0.0), mib)
+    return merged
+
+
+def run_size(url: str, db: str, rows: int, reps: int, work: Path, probe_interval: float, keep: bool) -> list[dict]:
+    results = []
+    for i in range(reps):
+        log(f"{rows} rows: repetition {i + 1}/{reps}")
+        rep_dir = work / f"{rows}-{i + 1}"
+        try:
+            results.append(one_repetition(url, db, rows, rep_dir, probe_interval))
+        finally:
+            if not keep:
+                shutil.rmtree(rep_dir, ignore_errors=True)
+    return results
