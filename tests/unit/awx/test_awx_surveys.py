@@ -75,11 +75,11 @@ def test_surveys_ask_what_the_issue_asks_for(awx_data):
     rollback = _questions(awx_data, "Tokens rollback")
     # Notes for the sign-off, automatic rollback on/off, restore on rollback, target revision.
     assert {"ledgermind_notes", "ledgermind_auto_rollback", "migration_rollback_restore_from_backup",
-            "db_migration_revision"} <= set(migrate)
+            "ledgermind_target_revision"} <= set(migrate)
     assert {"ledgermind_notes", "migration_rollback_restore_from_backup",
             "migration_rollback_revision"} <= set(rollback)
     # The target revisions are exact, never head or -1.
-    assert migrate["db_migration_revision"]["choices"] == ["502d44cd70ab"]
+    assert migrate["ledgermind_target_revision"]["choices"] == ["502d44cd70ab"]
     assert rollback["migration_rollback_revision"]["choices"] == ["20251109_add_user_name_picture"]
 
 
@@ -158,3 +158,13 @@ def test_the_checks_accept_awx_documented_example():
          "default": "$encrypted$"},
     ]}
     assert survey_errors(documented) == []
+
+
+def test_no_survey_answer_overrides_what_the_rollback_passes_to_its_roles(awx_data):
+    """Survey answers are extra vars, which beat include_role vars: a survey asking for db_migration_revision
+    would also move the automatic rollback's downgrade to that revision (found by the AWX job tests)."""
+    repo = Path(__file__).resolve().parents[3]
+    rollback_tasks = (repo / "roles" / "migration_rollback" / "tasks" / "main.yml").read_text()
+    for _name, survey in surveys(awx_data):
+        for question in survey["spec"]:
+            assert f"{question['variable']}:" not in rollback_tasks, question["variable"]
