@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
@@ -68,11 +69,16 @@ def run(args: argparse.Namespace) -> int:
         summaries[rows] = report.summarize_size(reps)
         result["sizes"][str(rows)] = summaries[rows]
         result["raw"][str(rows)] = reps
+        # A checkpoint: a later size failing still leaves this one's numbers.
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench.partial.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n",
+                                                     encoding="utf-8")
     result["finished"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     result["seconds"] = round(time.perf_counter() - clock, 1)
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     result["targets"] = report.targets(summaries)
     paths = report.write(result, args.out)
+    (args.out / "bench.partial.json").unlink(missing_ok=True)
     if not args.keep_work:
         with contextlib.suppress(OSError):
             work.rmdir()

@@ -71,10 +71,21 @@ def database_url(db: str) -> str:
     return url
 
 
-def reset(db: str, rows: int) -> float:
-    """Drop, recreate and seed ``db`` with ``rows`` rows; returns the seconds it took."""
-    return run([str(STACK), "reset", "--rows", str(rows), "--db", db], env=base_env(),
-               what=f"scripts/stack reset --rows {rows}").seconds
+def reset(db: str, rows: int, tries: int = 6) -> float:
+    """Drop, recreate and seed ``db`` with ``rows`` rows; returns the seconds the last try took.
+
+    DROP DATABASE ... WITH (FORCE) cannot end an autovacuum worker (it runs as the superuser) that
+    is still cleaning up after the previous rollback: such a failure is retried after a pause.
+    """
+    for attempt in range(1, tries + 1):
+        timed = run([str(STACK), "reset", "--rows", str(rows), "--db", db], env=base_env(), check=False)
+        if timed.rc == 0:
+            return timed.seconds
+        message = " ".join((timed.stderr or timed.stdout).split())
+        if attempt == tries or "pg_signal_backend" not in message and "being accessed by other users" not in message:
+            raise BenchError(f"scripts/stack reset --rows {rows} failed (rc={timed.rc}): {message[-400:]}")
+        time.sleep(5)
+    raise AssertionError("unreachable")
 
 
 def client(name: str) -> str:

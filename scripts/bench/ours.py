@@ -67,6 +67,11 @@ def run_playbook(kind: str, url: str, workdir: Path, *, memory: bool = True) -> 
     argv = [str(VENV_BIN / "ansible-playbook"), str(playbook), "-i", str(REPO / "inventories" / "local"),
             "--skip-tags", SKIP_TAGS,
             "-e", f"ledgermind_backup_dir={backups}", "-e", f"ledgermind_report_dir={reports}"]
+    if kind == "rollback":
+        # What a CLI run has (no AWX set_stats): the rollback falls back to the newest backup in the
+        # directory. Set empty rather than left undefined, which migration_rollback's defaults (as of
+        # 66de777) fail on outside AWX.
+        argv += ["-e", "ledgermind_backup_path="]
     started = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if memory:
