@@ -11,7 +11,7 @@ DEMO_ROWS ?= 10000
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test lint sanity unit integration bench stack-up stack-down clean
+.PHONY: setup demo test lint sanity unit integration molecule bench stack-up stack-down docker-up docker-down clean
 
 setup: $(STAMP) $(COLLECTION_LINK) $(GET_PIP_CACHE)
 
@@ -38,17 +38,28 @@ stack-up: setup
 stack-down:
 	scripts/stack down
 
-demo: stack-up
+# The local Docker engine (installed and started when missing) and the backend's base image (built once).
+docker-up: setup
+	scripts/docker_engine up
+	scripts/backend_image base
+
+docker-down:
+	scripts/docker_engine down
+
+demo: stack-up docker-up
 	scripts/stack reset --rows $(DEMO_ROWS)
-	eval "$$(scripts/stack env)" && ansible-playbook playbooks/migrate_tokens.yml -i inventories/local
+	eval "$$(scripts/stack env)" && scripts/backend_image previous
+	eval "$$(scripts/stack env)" && LEDGERMIND_DEPLOY=1 ansible-playbook playbooks/migrate_tokens.yml -i inventories/local
 	@echo
-	@echo "Migrated. To roll back (downgrade to 20251109_add_user_name_picture, verified against the pre-flight fingerprint):"
-	@echo '  eval "$$(scripts/stack env)" && .venv/bin/ansible-playbook playbooks/rollback_tokens.yml -i inventories/local'
+	@echo "Migrated and the JSON-model backend deployed (http://127.0.0.1:18080/ready)."
+	@echo "To roll back (downgrade to 20251109_add_user_name_picture, verified against the pre-flight fingerprint, then the previous backend image):"
+	@echo '  eval "$$(scripts/stack env)" && LEDGERMIND_DEPLOY=1 .venv/bin/ansible-playbook playbooks/rollback_tokens.yml -i inventories/local'
 	@echo "  add -e migration_rollback_restore_from_backup=true to also restore the table from the verified backup"
 
-test: stack-up
+test: stack-up docker-up
 	$(MAKE) --no-print-directory lint sanity
 	eval "$$(scripts/stack env)" && $(BIN)/pytest tests
+	$(MAKE) --no-print-directory molecule
 
 lint: setup
 	ruff check .
@@ -62,8 +73,13 @@ sanity: setup
 unit: setup
 	$(BIN)/pytest tests/unit
 
-integration: stack-up
+integration: stack-up docker-up
 	eval "$$(scripts/stack env)" && $(BIN)/pytest tests/integration
+
+# The Molecule scenarios (molecule/*): the whole cycle against the local stack and the real engine, in
+# the scenario database lm_molecule.
+molecule: stack-up docker-up
+	eval "$$(scripts/stack env lm_molecule)" && $(BIN)/molecule test --all
 
 # The runbook's bare commands timed side by side with the playbooks' phases, at 10K and 1M rows
 # (BENCH_ARGS=--10m adds 10M; --sizes, --reps): results/bench.{json,md,png}. See README "Benchmark".

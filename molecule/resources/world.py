@@ -53,8 +53,10 @@ def index_definition() -> str | None:
     return rows[0][0] if rows else None
 
 
-FINGERPRINT_SQL = ("SELECT md5(string_agg(txn_id || ':' || coalesce(to_jsonb(tokens)::text, 'NULL'), '|' ORDER BY txn_id))"
-                   " || '/' || count(*) FROM ml_features")
+FINGERPRINT_SQL = (
+    "SELECT md5(string_agg(txn_id || ':' || coalesce(to_jsonb(tokens)::text, 'NULL'), '|' ORDER BY txn_id))"
+    " || '/' || count(*) FROM ml_features"
+)
 
 
 def fingerprint() -> str:

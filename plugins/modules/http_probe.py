@@ -32,7 +32,7 @@ options:
     type: dict
     default: {}
   body:
-    description: JSON body (sent with C(content-type: application/json)); implies nothing about O(method).
+    description: JSON body, sent as C(application/json); it does not change O(method).
     type: raw
   timeout:
     description: Seconds one request may take.
@@ -140,18 +140,18 @@ def judge(status, payload, status_codes, expect_json, expect_nonempty):
     """The reasons an answer fails (an empty list when it passes)."""
     problems = []
     if status not in status_codes:
-        problems.append('status {0}, expected {1}'.format(status, ' or '.join(str(c) for c in status_codes)))
+        problems.append('status {}, expected {}'.format(status, ' or '.join(str(c) for c in status_codes)))
     if (expect_json or expect_nonempty) and not isinstance(payload, dict):
         problems.append('the answer is not a JSON object')
         return problems
     for key, wanted in (expect_json or {}).items():
         if key not in payload:
-            problems.append('{0} is missing'.format(key))
+            problems.append(f'{key} is missing')
         elif payload[key] != wanted:
-            problems.append('{0} is {1}, expected {2}'.format(key, json.dumps(payload[key]), json.dumps(wanted)))
+            problems.append(f'{key} is {json.dumps(payload[key])}, expected {json.dumps(wanted)}')
     for key in expect_nonempty or []:
         if key not in payload or payload[key] in (None, '', [], {}):
-            problems.append('{0} is empty or missing'.format(key))
+            problems.append(f'{key} is empty or missing')
     return problems
 
 
@@ -174,7 +174,7 @@ def probe_once(module):
     except HTTPError as exc:
         status, raw = exc.code, exc.read() if hasattr(exc, 'read') else b''
     except Exception as exc:  # any transport failure is an answer too: "none came"
-        return -1, None, '', 'no answer: {0}'.format(exc)
+        return -1, None, '', f'no answer: {exc}'
     text = raw.decode('utf-8', 'replace') if isinstance(raw, bytes) else str(raw)
     try:
         payload = json.loads(text) if text.strip() else None
@@ -219,7 +219,7 @@ def main():
     result = dict(changed=False, status=status, json=payload, body=text[:2000], attempts=attempts,
                   passed=not problems)
     if problems:
-        module.fail_json(msg='{0} {1}: {2} after {3} tries; last answer: {4}'.format(
+        module.fail_json(msg='{} {}: {} after {} tries; last answer: {}'.format(
             params['method'], params['url'], '; '.join(problems), len(attempts), text[:500].strip() or '(empty)'),
             **result)
     module.exit_json(**result)

@@ -46,7 +46,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"content": "stand-in answer to: {}".format(messages[-1].get("content", ""))})
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
 def main() -> None:

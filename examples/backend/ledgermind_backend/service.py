@@ -134,7 +134,7 @@ def chat(payload: Any, stub: bool) -> tuple[int, dict[str, Any]]:
         finally:
             conn.close()
     except Exception as exc:  # noqa: BLE001
-        return 500, {"error": "feature lookup failed: {}".format(str(exc).strip().splitlines()[0] if str(exc) else exc)}
+        return 500, {"error": f"feature lookup failed: {str(exc).strip().splitlines()[0] if str(exc) else exc}"}
     return 200, {"content": f"stub reply to {question!r}: {len(rows)} matching features", "mode": "stub",
                  "model": model()}
 
@@ -169,7 +169,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(*chat(payload, stub=self.headers.get("x-test-mode", "").lower() == "stub"))
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-        sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
 def serve(host: str, port: int) -> None:
