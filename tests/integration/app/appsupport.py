@@ -1,0 +1,75 @@
+"""Helpers for the app-half integration tests (imported by name: conftest is not importable here).
+
+Each test module gets a scratch demo database (``scripts/stack reset``); the compose project ``lm_itest``
+runs on ports 18280/18281 and is brought down afterwards. Without a Docker engine the tests that need one
+are skipped with the reason (``make integration`` starts one with scripts/docker_engine up).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+PROJECT = "lm_itest"
+BACKEND_PORT = 18280
+LLM_PORT = 18281
+
+
+def server_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        out = subprocess.run([REPO / "scripts" / "stack", "env"], capture_output=True, text=True, check=True).stdout
+        url = out.strip().removeprefix("export DATABASE_URL=")
+    return url
+
+
+def with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def docker_ok() -> bool:
+    return subprocess.run(["docker", "version"], capture_output=True, check=False).returncode == 0
+
+
+needs_docker = pytest.mark.skipif(not docker_ok(), reason="no Docker engine answers (scripts/docker_engine up)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def task_results(doc) -> list[tuple[str, dict]]:
+    return [(t["task"]["name"], h) for p in doc["plays"] for t in p["tasks"] for h in t["hosts"].values()]
+
+
+def facts(doc) -> dict:
+    """Every fact the run set with set_fact, last value wins."""
+    found: dict = {}
+    for _name, host in task_results(doc):
+        found.update(host.get("ansible_facts", {}))
+    return found
+
+
+def failure(doc) -> str:
+    failed = [h.get("msg", "") for _n, h in task_results(doc) if h.get("failed")]
+    return str(failed[-1]) if failed else ""
