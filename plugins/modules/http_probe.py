@@ -10,8 +10,8 @@ module: http_probe
 short_description: Probe an HTTP endpoint until it answers as expected, with exponential back-off
 version_added: 0.1.0
 description:
-  - Sends one request (GET, or POST with a JSON body) and judges the answer: the status code, and optionally
-    JSON keys that must equal given values or must be non-empty.
+  - Sends one request (GET, or POST with a JSON body) and judges the answer by its status code and, optionally,
+    by JSON keys that must equal given values or must be non-empty.
   - Retries a failed probe with exponential back-off (O(delay), doubled after each try up to O(max_delay))
     until it passes or O(retries) tries are spent, then fails saying what came back the last time.
   - Meant for smoke tests; it never changes anything, so it never reports a change.
@@ -126,14 +126,10 @@ passed:
 
 import json
 import time
+from urllib.error import HTTPError
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
-
-try:
-    from urllib.error import HTTPError
-except ImportError:  # pragma: no cover - Python 2 is not supported
-    HTTPError = Exception  # type: ignore[misc,assignment]
 
 
 def judge(status, payload, status_codes, expect_json, expect_nonempty):
