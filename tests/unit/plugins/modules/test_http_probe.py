@@ -1,0 +1,30 @@
+"""http_probe's judging and back-off, as tables."""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.ledgermind.migrations.plugins.modules import http_probe
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "expect_json", "expect_nonempty", "problems"),
+    [
+        (200, {"ok": True}, {"ok": True}, [], []),
+        (503, {"ok": False}, {"ok": True}, [], ["status 503, expected 200", "ok is false, expected true"]),
+        (200, {"db_ok": True}, {"ok": True}, [], ["ok is missing"]),
+        (200, {"content": ""}, {}, ["content"], ["content is empty or missing"]),
+        (200, {"content": "hi"}, {}, ["content"], []),
+        (200, None, {}, ["content"], ["the answer is not a JSON object"]),
+        (200, "text", {}, [], []),
+    ],
+)
+def test_judge(status, payload, expect_json, expect_nonempty, problems):
+    assert http_probe.judge(status, payload, [200], expect_json, expect_nonempty) == problems
+
+
+@pytest.mark.parametrize(
+    ("retries", "delay", "max_delay", "delays"),
+    [(1, 1, 10, []), (4, 1, 10, [1, 2, 4]), (6, 1, 5, [1, 2, 4, 5, 5]), (3, 0.5, 10, [0.5, 1.0])],
+)
+def test_backoff_delays(retries, delay, max_delay, delays):
+    assert http_probe.backoff_delays(retries, delay, max_delay) == delays
