@@ -372,11 +372,18 @@ def _roundtrip_condition(kind: str) -> t.Any:
     return sql.SQL("s.v IS NOT NULL AND (jsonb_typeof(s.v) <> 'array' OR el.nonstring > 0)")
 
 
-def _scan_from(schema: str, table: str, key: str, column: str, kind: str, with_elements: bool) -> t.Any:
-    """``FROM (key, value-as-jsonb, raw) [CROSS JOIN LATERAL per-row element counts]``."""
+def _scan_from(schema: str, table: str, key: str, column: str, kind: str, with_elements: bool,
+               fence: bool = False) -> t.Any:
+    """``FROM (key, value-as-jsonb, raw) [CROSS JOIN LATERAL per-row element counts]``.
+
+    ``fence`` (``OFFSET 0``) keeps the subquery from being flattened, so ``to_jsonb`` of a text[]
+    runs once per row instead of once per reference to ``s.v`` (about twice as fast a full scan).
+    Only for the full counting pass: it would stop ``ORDER BY s.k LIMIT n`` using the key's index.
+    """
     col = sql.Identifier(column)
-    source = sql.SQL('FROM (SELECT {key} AS k, {value} AS v, {col} AS raw FROM {rel}) AS s').format(
-        key=sql.Identifier(key), value=_value_expr(kind, col), col=col, rel=sql.Identifier(schema, table))
+    source = sql.SQL('FROM (SELECT {key} AS k, {value} AS v, {col} AS raw FROM {rel}{fence}) AS s').format(
+        key=sql.Identifier(key), value=_value_expr(kind, col), col=col, rel=sql.Identifier(schema, table),
+        fence=sql.SQL(' OFFSET 0' if fence else ''))
     if not with_elements:
         return source
     return source + sql.SQL("""
@@ -420,7 +427,7 @@ SELECT count(*) AS total,
        coalesce(sum({h2}::numeric), 0) AS hash2
 {source}""").format(invalid=cond['invalid_types'], roundtrip=cond['roundtrip_violations'],
                     h1=sql.SQL(row_hash.format('seed1')), h2=sql.SQL(row_hash.format('seed2')),
-                    source=_scan_from(schema, table, key, column, kind, with_elements=True))
+                    source=_scan_from(schema, table, key, column, kind, with_elements=True, fence=True))
 
 
 def offending_keys_sql(schema: str, table: str, key: str, column: str, kind: str, count_name: str) -> t.Any:

@@ -39,7 +39,20 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def task_phases(callback: dict, roles: dict[str, str]) -> tuple[dict[str, float], list[dict]]:
+# Tasks running these modules belong to a phase whatever role runs them (the rollback role drives
+# alembic_migrate itself since 8ac13d4).
+ROLLBACK_ACTIONS = {"alembic_migrate": "rollback_downgrade"}
+
+
+def _action(entry: dict) -> str:
+    for result in entry.get("hosts", {}).values():
+        if result.get("action"):
+            return str(result["action"]).rsplit(".", 1)[-1]
+    return ""
+
+
+def task_phases(callback: dict, roles: dict[str, str],
+                actions: dict[str, str] | None = None) -> tuple[dict[str, float], list[dict]]:
     """Seconds per phase (tasks of unknown roles go to ``overhead``) and the per-task list."""
     phases: dict[str, float] = {}
     tasks: list[dict] = []
@@ -48,7 +61,7 @@ def task_phases(callback: dict, roles: dict[str, str]) -> tuple[dict[str, float]
             task = entry["task"]
             seconds = _ts(task["duration"]["end"]) - _ts(task["duration"]["start"])
             role = task["name"].split(" : ", 1)[0].rsplit(".", 1)[-1] if " : " in task["name"] else ""
-            phase = roles.get(role, "overhead")
+            phase = (actions or {}).get(_action(entry)) or roles.get(role, "overhead")
             phases[phase] = phases.get(phase, 0.0) + seconds
             tasks.append({"phase": phase, "task": task["name"], "seconds": round(seconds, 4)})
     return phases, tasks
@@ -90,7 +103,10 @@ def run_playbook(kind: str, url: str, workdir: Path, *, memory: bool = True) -> 
     if proc.returncode != 0 or failures(callback):
         raise BenchError(f"{playbook.name} failed (rc={proc.returncode}): "
                          f"{_failure_message(callback) or err.strip()[-400:]}")
-    phases, tasks = task_phases(callback, MIGRATE_ROLES if kind == "migrate" else ROLLBACK_ROLES)
+    if kind == "migrate":
+        phases, tasks = task_phases(callback, MIGRATE_ROLES)
+    else:
+        phases, tasks = task_phases(callback, ROLLBACK_ROLES, ROLLBACK_ACTIONS)
     phases["overhead"] = phases.get("overhead", 0.0) + max(0.0, wall - sum(phases.values()))
     if kind == "rollback":
         phases["rollback_overhead"] = phases.pop("overhead")

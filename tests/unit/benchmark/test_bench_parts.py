@@ -37,8 +37,11 @@ def test_task_phases_by_role():
     assert len(tasks) == 7
     rb, _ = ours.task_phases({"plays": [{"tasks": [
         _task("ledgermind.migrations.db_migration : Move the schema", 0, 2),
-        _task("ledgermind.migrations.migration_rollback : Judge", 2, 3)]}]}, ours.ROLLBACK_ROLES)
-    assert rb == {"rollback_downgrade": 2.0, "rollback_validate": 1.0}
+        _task("ledgermind.migrations.migration_rollback : Judge", 2, 3),
+        {**_task("ledgermind.migrations.migration_rollback : Downgrade", 3, 7),
+         "hosts": {"localhost": {"action": "ledgermind.migrations.alembic_migrate"}}}]}]},
+        ours.ROLLBACK_ROLES, ours.ROLLBACK_ACTIONS)
+    assert rb == {"rollback_downgrade": 6.0, "rollback_validate": 1.0}
 
 
 def _rep(scale: float) -> dict:
