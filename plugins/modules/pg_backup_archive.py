@@ -65,6 +65,12 @@ options:
     type: str
     choices: [custom, directory]
     default: custom
+  compress_level:
+    description:
+      - pg_dump compression level, C(0) (none) to C(9). Level 1 is the measured sweet spot (C(make bench)) -
+        about twice as fast as the default level 6 and still about 3 times smaller than a plain dump.
+    type: int
+    default: 1
   keep:
     description: How many archives with this O(prefix) to keep, including the new one; C(0) keeps all.
     type: int
@@ -152,6 +158,7 @@ command:
   sample:
     - /usr/bin/pg_dump
     - --format=custom
+    - --compress=1
     - --no-password
     - --lock-wait-timeout=5000
     - --strict-names
@@ -228,7 +235,8 @@ def quote_ident(name: str) -> str:
 
 
 def dump_argv(pg_dump: str, params: dict, target: str) -> list[str]:
-    argv = [pg_dump, f"--format={params['format']}", "--no-password", *lock_wait_argv(params["lock_timeout"])]
+    argv = [pg_dump, f"--format={params['format']}", f"--compress={params['compress_level']}", "--no-password",
+            *lock_wait_argv(params["lock_timeout"])]
     if params["scope"] == "table":
         argv += ["--strict-names", f"--table={quote_ident(params['schema'])}.{quote_ident(params['table'])}"]
     return argv + [f"--file={target}"]
@@ -254,6 +262,7 @@ def main() -> None:
         schema=dict(type="str", default="public"),
         table=dict(type="str", default="ml_features"),
         format=dict(type="str", choices=["custom", "directory"], default="custom"),
+        compress_level=dict(type="int", default=1),
         keep=dict(type="int", default=5),
         metadata=dict(type="dict", default={}),
         pg_dump_path=dict(type="path"),
@@ -271,6 +280,9 @@ def main() -> None:
         result["duration_seconds"] = round(time.monotonic() - started, 3)
         module.fail_json(msg=scrub(msg, hidden), **result)
 
+    if not 0 <= params["compress_level"] <= 9:
+        fail(f"compress_level must be 0 (none) to 9, got {params['compress_level']}.")
+        return
     try:
         env = client_env(params, APPLICATION_NAME)
         dbname = database_name(params)

@@ -33,10 +33,10 @@ def test_connect_params_without_a_libpq_variable_fail_by_name(run_module, main, 
     [(5, ['--lock-wait-timeout=5000']), (0, [])],
 )
 def test_dump_argv_bounds_the_lock_wait(lock_timeout, lock_args) -> None:
-    params = {'format': 'custom', 'scope': 'table', 'schema': 'public', 'table': 'ml_features',
-              'lock_timeout': lock_timeout}
+    params = {'format': 'custom', 'compress_level': 1, 'scope': 'table', 'schema': 'public',
+              'table': 'ml_features', 'lock_timeout': lock_timeout}
     assert pg_backup_archive.dump_argv('/usr/bin/pg_dump', params, '/b/x.dump.partial') == [
-        '/usr/bin/pg_dump', '--format=custom', '--no-password', *lock_args,
+        '/usr/bin/pg_dump', '--format=custom', '--compress=1', '--no-password', *lock_args,
         '--strict-names', '--table="public"."ml_features"', '--file=/b/x.dump.partial',
     ]
 
