@@ -48,7 +48,8 @@ def test_ansible_builder_create_writes_the_build_context(tmp_path):
     config.write_text("")
     env = {**os.environ, "ANSIBLE_CONFIG": str(config), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     installed = tmp_path / "collections"
-    out = run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "-p", str(installed),
+    # --force: a copy installed elsewhere on the machine must not make galaxy skip this one.
+    out = run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "--force", "-p", str(installed),
                str(collection)], env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     out = run([str(BIN / "ansible-doc"), "ledgermind.migrations.pg_column_type"],
