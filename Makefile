@@ -56,10 +56,10 @@ demo: stack-up docker-up
 	@echo '  eval "$$(scripts/stack env)" && LEDGERMIND_DEPLOY=1 .venv/bin/ansible-playbook playbooks/rollback_tokens.yml -i inventories/local'
 	@echo "  add -e migration_rollback_restore_from_backup=true to also restore the table from the verified backup"
 
+# Molecule before pytest, so that pytest's summary closes the run's output.
 test: stack-up docker-up
-	$(MAKE) --no-print-directory lint sanity
+	$(MAKE) --no-print-directory lint sanity molecule
 	eval "$$(scripts/stack env)" && $(BIN)/pytest tests
-	$(MAKE) --no-print-directory molecule
 
 lint: setup
 	ruff check .
