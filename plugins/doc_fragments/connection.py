@@ -95,10 +95,19 @@ options:
     default: 5
 '''
 
-    # The notes of the modules connecting through psycopg2. (An empty `options` because ansible-doc refuses a
-    # fragment with neither options nor attributes.)
+    # The notes and attributes of the read-only modules connecting through psycopg2 (pg_column_type,
+    # pg_jsonb_integrity, pg_index_check, pg_table_activity). An empty `options`: ansible-doc refuses a fragment
+    # without one.
     PSYCOPG2 = r'''
 options: {}
+attributes:
+  check_mode:
+    support: full
+    details: Read-only, so check mode runs the same queries and returns the same result.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 notes:
   - The module opens one READ ONLY, REPEATABLE READ transaction, so every figure it reports comes from one snapshot,
     and it rolls the transaction back at the end. It never changes the database, so check mode runs it unchanged.

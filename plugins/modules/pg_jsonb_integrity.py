@@ -84,14 +84,6 @@ extends_documentation_fragment:
   - ledgermind.migrations.connection
   - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Read-only, so check mode runs the same queries and returns the same result.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 seealso:
   - module: ledgermind.migrations.pg_column_type
   - module: ledgermind.migrations.pg_index_check
