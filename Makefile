@@ -79,9 +79,7 @@ integration: stack-up docker-up
 # The Molecule scenarios (molecule/*): the whole cycle against the local stack and the real engine, in
 # the scenario database lm_molecule.
 molecule: stack-up docker-up
-	eval "$$(scripts/stack env lm_molecule)" && { $(BIN)/molecule test --all || { \
-	  echo "molecule: a scenario failed; running once more (auto_rollback has failed intermittently, open in issue 4)"; \
-	  $(BIN)/molecule test --all; }; }
+	eval "$$(scripts/stack env lm_molecule)" && $(BIN)/molecule test --all
 
 # The runbook's bare commands timed side by side with the playbooks' phases, at 10K and 1M rows
 # (BENCH_ARGS=--10m adds 10M; --sizes, --reps): results/bench.{json,md,png}. See README "Benchmark".
