@@ -91,14 +91,19 @@ def display_type(udt_name: str | None) -> str:
     return udt_name[1:] + '[]' if udt_name.startswith('_') else udt_name
 
 
+# Arrays whose jsonb form holds only strings (and nulls): their element checks need no conversion.
+TEXT_ARRAY_UDTS = ('_text', '_varchar', '_bpchar')
+ARRAY_KINDS = ('text_array', 'array')
+
+
 def column_kind(data_type: str | None, udt_name: str | None) -> str | None:
-    """How pg_jsonb_integrity reads a column: ``jsonb``, ``json``, ``array`` or ``None``."""
+    """How pg_jsonb_integrity reads a column: ``jsonb``, ``json``, ``text_array``, ``array`` or ``None``."""
     if udt_name == 'jsonb':
         return 'jsonb'
     if udt_name == 'json':
         return 'json'
     if (data_type or '').upper() == 'ARRAY':
-        return 'array'
+        return 'text_array' if udt_name in TEXT_ARRAY_UDTS else 'array'
     return None
 
 
@@ -358,42 +363,80 @@ def lock_holders_params(schema: str, *names: str | None) -> dict[str, t.Any]:
 
 def _value_expr(kind: str, column: t.Any) -> t.Any:
     """The column as jsonb: identical text for the same data whether text[] or jsonb."""
-    if kind == 'array':
+    if kind in ARRAY_KINDS:
         return sql.SQL('to_jsonb({})').format(column)
     if kind == 'json':
         return sql.SQL('{}::jsonb').format(column)
     return column
 
 
+# Rows that can break an element rule: a text-like array with NULL elements or more than one dimension, a JSON
+# array holding anything but strings. Almost no row is odd, so the element counts below (an array
+# copy, or a jsonpath query) run only for those; everything else costs one cheap test per row.
+_ODD_ROW = {
+    'array': 'CASE WHEN array_ndims({raw}) > 1 THEN true ELSE array_position({raw}, NULL) IS NOT NULL END',
+    'json': ("jsonb_typeof({v}) = 'array'"
+             " AND jsonb_path_exists({v}, 'strict $[*] ? (@.type() != \"string\")', '{{}}', true)"),
+}
+
+# Per-row element counts (bad: not null and not %(element_type)s; nulls: null elements; nonstring:
+# neither string nor null), from ``s.odd`` so the odd-row test is evaluated once per row. jsonpath runs
+# in strict mode (lax mode would unwrap nested arrays) and silent (no error on a non-array).
+# A text[] value's jsonb form is an array of strings and nulls (1-D) or of arrays (more dimensions).
+_ARRAY_NULLS = ('CASE WHEN s.odd AND array_ndims(s.raw) = 1'
+                ' THEN cardinality(s.raw) - cardinality(array_remove(s.raw, NULL)) ELSE 0 END')
+_ELEMENT_COUNTS = {
+    'array': f"""
+    SELECT CASE WHEN %(element_type)s::text IS NULL OR s.raw IS NULL THEN 0
+                WHEN array_ndims(s.raw) > 1 THEN
+                    CASE WHEN %(element_type)s::text = 'array' THEN 0 ELSE array_length(s.raw, 1) END
+                WHEN %(element_type)s::text = 'string' THEN 0
+                ELSE cardinality(s.raw) - {_ARRAY_NULLS} END AS bad,
+           {_ARRAY_NULLS} AS nulls,
+           CASE WHEN s.odd AND array_ndims(s.raw) > 1 THEN array_length(s.raw, 1) ELSE 0 END AS nonstring""",
+    'json': """
+    SELECT CASE WHEN %(element_type)s::text IS NULL OR jsonb_typeof(s.v) IS DISTINCT FROM 'array' THEN 0
+                WHEN %(element_type)s::text = 'string' AND NOT s.odd THEN 0
+                ELSE jsonb_array_length(jsonb_path_query_array(
+                    s.v, 'strict $[*] ? (@.type() != $t && @.type() != "null")',
+                    jsonb_build_object('t', %(element_type)s::text), true)) END AS bad,
+           CASE WHEN s.odd THEN jsonb_array_length(jsonb_path_query_array(
+                    s.v, 'strict $[*] ? (@.type() == "null")', '{}', true)) ELSE 0 END AS nulls,
+           CASE WHEN s.odd THEN jsonb_array_length(jsonb_path_query_array(
+                    s.v, 'strict $[*] ? (@.type() != "string" && @.type() != "null")', '{}', true))
+                ELSE 0 END AS nonstring""",
+}
+
+_LINE = "{key}::text || ':' || coalesce(({value})::text, 'NULL')"
+
+
 def _roundtrip_condition(kind: str) -> t.Any:
     """Values that would not survive text[] -> jsonb -> text[] unchanged."""
-    if kind == 'array':
+    if kind in ARRAY_KINDS:
         return sql.SQL('s.raw IS NOT NULL AND (array_ndims(s.raw) > 1 OR array_lower(s.raw, 1) <> 1)')
     return sql.SQL("s.v IS NOT NULL AND (jsonb_typeof(s.v) <> 'array' OR el.nonstring > 0)")
 
 
 def _scan_from(schema: str, table: str, key: str, column: str, kind: str, with_elements: bool,
-               fence: bool = False) -> t.Any:
-    """``FROM (key, value-as-jsonb, raw) [CROSS JOIN LATERAL per-row element counts]``.
+               counting: bool = False) -> t.Any:
+    """``FROM (key, value-as-jsonb, raw, odd[, line]) [CROSS JOIN LATERAL per-row element counts]``.
 
-    ``fence`` (``OFFSET 0``) keeps the subquery from being flattened, so ``to_jsonb`` of a text[]
-    runs once per row instead of once per reference to ``s.v`` (about twice as fast a full scan).
-    Only for the full counting pass: it would stop ``ORDER BY s.k LIMIT n`` using the key's index.
+    ``counting`` (the full counting pass) adds the fingerprint line and an ``OFFSET 0`` fence, which
+    keeps the subquery from being flattened: ``to_jsonb`` of a text[] and the odd-row test then run
+    once per row instead of once per reference. The sample and offending-key queries stay unfenced,
+    so ``ORDER BY s.k LIMIT n`` can walk the key's index.
     """
     col = sql.Identifier(column)
-    source = sql.SQL('FROM (SELECT {key} AS k, {value} AS v, {col} AS raw FROM {rel}{fence}) AS s').format(
-        key=sql.Identifier(key), value=_value_expr(kind, col), col=col, rel=sql.Identifier(schema, table),
-        fence=sql.SQL(' OFFSET 0' if fence else ''))
+    value = _value_expr(kind, col)
+    family = 'array' if kind == 'text_array' else 'json'
+    odd = sql.SQL(_ODD_ROW[family]).format(raw=col, v=value)
+    line = sql.SQL(', ' + _LINE + ' AS line').format(key=sql.Identifier(key), value=value) if counting else sql.SQL('')
+    source = sql.SQL('FROM (SELECT {key} AS k, {value} AS v, {col} AS raw, {odd} AS odd{line} FROM {rel}{fence}) AS s'
+                     ).format(key=sql.Identifier(key), value=value, col=col, odd=odd, line=line,
+                              rel=sql.Identifier(schema, table), fence=sql.SQL(' OFFSET 0' if counting else ''))
     if not with_elements:
         return source
-    return source + sql.SQL("""
-CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE jsonb_typeof(e) <> 'null' AND %(element_type)s::text IS NOT NULL
-                              AND jsonb_typeof(e) <> %(element_type)s::text) AS bad,
-           count(*) FILTER (WHERE jsonb_typeof(e) = 'null') AS nulls,
-           count(*) FILTER (WHERE jsonb_typeof(e) NOT IN ('string', 'null')) AS nonstring
-    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(s.v) = 'array' THEN s.v END) AS e
-) AS el""")
+    return source + sql.SQL('\nCROSS JOIN LATERAL ({}\n) AS el').format(sql.SQL(_ELEMENT_COUNTS[family]))
 
 
 def _conditions(kind: str) -> dict[str, t.Any]:
@@ -412,22 +455,31 @@ def integrity_params(expected_type: str, element_type: str) -> dict[str, t.Any]:
 
 
 def integrity_counts_sql(schema: str, table: str, key: str, column: str, kind: str) -> t.Any:
-    """One pass over the table: every count and the fingerprint sums, via FILTER aggregates."""
+    """One pass over the table: every count and the fingerprint sums, via FILTER aggregates.
+
+    A text[] value is only converted to jsonb for the fingerprint line; its counts read the array
+    itself (never NULL-typed or non-array once converted, so ``invalid_types`` needs no conversion).
+    ``sum(bigint)`` is exact (numeric result) and accumulates in 128 bits, so no cast per row.
+    """
     cond = _conditions(kind)
-    row_hash = "hashtextextended(s.k::text || ':' || coalesce(s.v::text, 'NULL'), %({})s)"
+    if kind in ARRAY_KINDS:
+        invalid = sql.SQL("s.raw IS NOT NULL AND %(expected_type)s::text <> 'array'")
+        nulls, empty = sql.SQL('s.raw IS NULL'), sql.SQL('cardinality(s.raw) = 0')
+    else:
+        invalid = cond['invalid_types']
+        nulls, empty = sql.SQL('s.v IS NULL'), sql.SQL("s.v = '[]'::jsonb OR s.v = '{}'::jsonb")
     return sql.SQL("""
 SELECT count(*) AS total,
-       count(*) FILTER (WHERE s.v IS NULL) AS nulls,
-       count(*) FILTER (WHERE s.v = '[]'::jsonb OR s.v = '{{}}'::jsonb) AS empty,
+       count(*) FILTER (WHERE {nulls}) AS nulls,
+       count(*) FILTER (WHERE {empty}) AS empty,
        count(*) FILTER (WHERE {invalid}) AS invalid_types,
        coalesce(sum(el.bad), 0) AS element_type_violations,
        coalesce(sum(el.nulls), 0) AS null_elements,
        count(*) FILTER (WHERE {roundtrip}) AS roundtrip_violations,
-       coalesce(sum({h1}::numeric), 0) AS hash1,
-       coalesce(sum({h2}::numeric), 0) AS hash2
-{source}""").format(invalid=cond['invalid_types'], roundtrip=cond['roundtrip_violations'],
-                    h1=sql.SQL(row_hash.format('seed1')), h2=sql.SQL(row_hash.format('seed2')),
-                    source=_scan_from(schema, table, key, column, kind, with_elements=True, fence=True))
+       coalesce(sum(hashtextextended(s.line, %(seed1)s)), 0) AS hash1,
+       coalesce(sum(hashtextextended(s.line, %(seed2)s)), 0) AS hash2
+{source}""").format(nulls=nulls, empty=empty, invalid=invalid, roundtrip=cond['roundtrip_violations'],
+                    source=_scan_from(schema, table, key, column, kind, with_elements=True, counting=True))
 
 
 def offending_keys_sql(schema: str, table: str, key: str, column: str, kind: str, count_name: str) -> t.Any:

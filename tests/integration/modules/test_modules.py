@@ -304,6 +304,21 @@ def test_roundtrip_violations_on_text_array(before: Any, db_url: str) -> None:
     assert r['element_type_violations'] == 2 and r['offending_keys']['element_type_violations'] == [20]
 
 
+def test_integrity_on_a_non_text_array(db: Any, db_url: str) -> None:
+    """An int[] column's jsonb form holds numbers: its element checks take the general (jsonpath) path."""
+    execute(db, 'DROP TABLE IF EXISTS ml_ints')
+    execute(db, "CREATE TABLE ml_ints (txn_id int PRIMARY KEY, tokens int[]); INSERT INTO ml_ints VALUES "
+                "(1, '{1,2}'), (2, NULL), (3, '{}'), (4, '{1,NULL}'), (5, '{{1,2},{3,4}}')")
+    r = run('pg_jsonb_integrity', dict(database_url=db_url, table='ml_ints', column='tokens'))
+    assert not r.get('failed') and r['column_type'] == 'integer[]'
+    assert (r['total'], r['nulls'], r['empty'], r['element_type_violations'], r['null_elements'],
+            r['roundtrip_violations']) == (5, 1, 1, 5, 1, 1)
+    assert r['offending_keys']['element_type_violations'] == [1, 4, 5]
+    r = run('pg_jsonb_integrity', dict(database_url=db_url, table='ml_ints', column='tokens',
+                                       expected_element_type='number'))
+    assert r['element_type_violations'] == 2 and r['offending_keys']['element_type_violations'] == [5]
+
+
 def test_integrity_key_column(db: Any, db_url: str) -> None:
     execute(db, 'DROP TABLE IF EXISTS ml_nopk')
     execute(db, "CREATE TABLE ml_nopk (ref text, tokens jsonb); INSERT INTO ml_nopk VALUES ('a', '[\"x\"]')")

@@ -72,8 +72,9 @@ def test_display_type(udt: str | None, shown: str) -> None:
 @pytest.mark.parametrize(('data_type', 'udt', 'kind'), [
     ('jsonb', 'jsonb', 'jsonb'),
     ('json', 'json', 'json'),
-    ('ARRAY', '_text', 'array'),
-    ('ARRAY', '_varchar', 'array'),
+    ('ARRAY', '_text', 'text_array'),
+    ('ARRAY', '_varchar', 'text_array'),
+    ('ARRAY', '_int4', 'array'),
     ('text', 'text', None),
     ('bigint', 'int8', None),
 ])
@@ -293,7 +294,7 @@ def _identifiers(composable: object) -> list[tuple[str, ...]]:
 EVIL = 'x"; DROP TABLE users; --'
 
 
-@pytest.mark.parametrize('kind', ['array', 'jsonb', 'json'])
+@pytest.mark.parametrize('kind', ['text_array', 'array', 'jsonb', 'json'])
 @pytest.mark.parametrize('build', [
     lambda s, t, k, c, kind: q.integrity_counts_sql(s, t, k, c, kind),
     lambda s, t, k, c, kind: q.offending_keys_sql(s, t, k, c, kind, 'invalid_types'),
@@ -309,7 +310,7 @@ def test_identifiers_never_spliced(build: object, kind: str) -> None:
 
 
 @pytest.mark.parametrize(('kind', 'expr'), [
-    ('array', 'to_jsonb('), ('json', '::jsonb'), ('jsonb', 'AS v'),
+    ('text_array', 'to_jsonb('), ('array', 'to_jsonb('), ('json', '::jsonb'), ('jsonb', 'AS v'),
 ])
 def test_value_expression_per_kind(kind: str, expr: str) -> None:
     assert expr in _plain_sql(q.integrity_counts_sql('public', 'ml_features', 'txn_id', 'tokens', kind))
