@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -328,6 +329,80 @@ def verify_archive(pg_restore: str, path: str) -> Result:
             f"{result.stderr.strip() or f'exit code {result.rc}'}"
         )
     return result
+
+
+def _tail(handle: Any, limit: int = 4000) -> str:
+    handle.seek(0)
+    return handle.read().decode("utf-8", errors="replace")[-limit:]
+
+
+@dataclass
+class StreamedArchive:
+    sha256: str
+    size: int
+    dump_rc: int
+    dump_stderr: str
+
+
+def stream_verified_archive(dump_argv: list[str], env: dict[str, str], pg_restore: str, path: str) -> StreamedArchive:
+    """One pass over pg_dump's custom-format output (``dump_argv`` writes to stdout): every chunk goes to
+    ``path`` (already created 0600), into SHA-256, and into ``pg_restore --file=/dev/null`` reading the
+    stream as it arrives. The archive is exactly what ``pg_dump -Fc > path`` writes, verified and
+    hashed without reading it back, so verification costs no time of its own. The file is fsynced.
+
+    Raises ClientError when pg_restore cannot read the whole stream or the file cannot be written;
+    returns pg_dump's exit code and stderr for the caller to judge (see ``dump_error``).
+    """
+    full_env = dict(os.environ)
+    full_env.update(env)
+    digest = hashlib.sha256()
+    size = 0
+    with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as restore_err:
+        try:
+            dump = subprocess.Popen(dump_argv, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=dump_err, umask=0o077)
+        except OSError as exc:
+            raise ClientError(f"could not run {dump_argv[0]}: {exc}") from None
+        try:
+            restore = subprocess.Popen([pg_restore, "--file=/dev/null"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=restore_err)
+        except OSError as exc:
+            dump.kill()
+            dump.wait()
+            raise ClientError(f"could not run {pg_restore}: {exc}") from None
+        assert dump.stdout is not None and restore.stdin is not None
+        feeding = True
+        try:
+            with open(path, "r+b") as out:
+                out.truncate()
+                for chunk in iter(lambda: dump.stdout.read(CHUNK_SIZE), b""):  # type: ignore[union-attr]
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if feeding:
+                        try:
+                            restore.stdin.write(chunk)
+                        except BrokenPipeError:  # pg_restore gave up; its exit code and stderr say why
+                            feeding = False
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            dump.kill()
+            restore.kill()
+            raise ClientError(f"cannot write the archive {path}: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                restore.stdin.close()
+            dump.stdout.close()
+            dump_rc = dump.wait()
+            restore_rc = restore.wait()
+        restore_stderr = _tail(restore_err)
+        if dump_rc == 0 and (restore_rc != 0 or "error:" in restore_stderr):
+            raise ClientError(
+                f"archive {path} failed verification (pg_restore could not read it completely): "
+                f"{restore_stderr.strip() or f'exit code {restore_rc}'}"
+            )
+        return StreamedArchive(digest.hexdigest(), size, dump_rc, _tail(dump_err))
 
 
 # ---------------------------------------------------------------------------------------------

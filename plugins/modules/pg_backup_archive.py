@@ -10,9 +10,12 @@ short_description: Write a verified, checksummed pg_dump archive of a table or a
 version_added: 0.1.0
 description:
   - Runs C(pg_dump) into a compact archive (custom or directory format) under a C(.partial) name,
-    reads the whole archive back with C(pg_restore --file=/dev/null) (a truncated archive fails
-    there, while C(pg_restore --list) would still pass), computes its SHA-256, makes it private
-    (0600) and only then gives it its final, timestamped name.
+    has C(pg_restore --file=/dev/null) read the whole archive (a truncated archive fails there, while
+    C(pg_restore --list) would still pass), computes its SHA-256, makes it private (0600) and only then
+    gives it its final, timestamped name.
+  - In custom format the dump is streamed once, as C(pg_dump -Fc > archive) would write it, into the
+    archive file, the checksum and C(pg_restore) at the same time, so verifying costs no extra pass.
+    A directory archive is read back after C(pg_dump) finishes.
   - Writes a JSON sidecar C(<archive>.json) with the checksum, size, creation time, database
     (without password), scope, table, pg_dump version and caller-supplied O(metadata).
   - Keeps the newest O(keep) archives with the same O(prefix) and deletes older ones with their
@@ -151,7 +154,9 @@ verified:
   type: bool
   sample: true
 command:
-  description: The pg_dump command line (no secrets; connection settings travel in the environment).
+  description:
+    - The pg_dump command line (no secrets; connection settings travel in the environment).
+    - Without C(--file) in custom format, whose output the module streams into the archive.
   returned: always
   type: list
   elements: str
@@ -218,6 +223,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     select_expired,
     sha256_archive,
     sidecar_path,
+    stream_verified_archive,
     verify_archive,
     version_problem,
     write_sidecar,
@@ -234,12 +240,13 @@ def quote_ident(name: str) -> str:
     return f'"{escaped}"'
 
 
-def dump_argv(pg_dump: str, params: dict, target: str) -> list[str]:
+def dump_argv(pg_dump: str, params: dict, target: str | None) -> list[str]:
+    """pg_dump's command line; ``target`` None writes to stdout (the streamed custom format)."""
     argv = [pg_dump, f"--format={params['format']}", f"--compress={params['compress_level']}", "--no-password",
             *lock_wait_argv(params["lock_timeout"])]
     if params["scope"] == "table":
         argv += ["--strict-names", f"--table={quote_ident(params['schema'])}.{quote_ident(params['table'])}"]
-    return argv + [f"--file={target}"]
+    return argv + ([f"--file={target}"] if target else [])
 
 
 def server_version_num(psql: str, env: dict[str, str]) -> int:
@@ -312,7 +319,8 @@ def main() -> None:
     name = archive_name(prefix, params["format"], time.gmtime(), set(existing))
     final = os.path.join(dest_dir, name)
     partial = final + PARTIAL_SUFFIX
-    argv = dump_argv(pg_dump, params, partial)
+    streamed = params["format"] == "custom"
+    argv = dump_argv(pg_dump, params, None if streamed else partial)
     expired = select_expired(existing + [name], prefix, params["keep"])
     result.update(path=final, sidecar=sidecar_path(final), command=argv)
 
@@ -337,13 +345,18 @@ def main() -> None:
         fail(f"cannot create {partial}: {exc}")
 
     try:
-        dumped = run_client(argv, env)
-        if dumped.rc != 0:
-            raise ClientError(dump_error(dumped.rc, dumped.stderr, params["lock_timeout"]))
-        verify_archive(pg_restore, partial)
+        if streamed:
+            archive = stream_verified_archive(argv, env, pg_restore, partial)
+            if archive.dump_rc != 0:
+                raise ClientError(dump_error(archive.dump_rc, archive.dump_stderr, params["lock_timeout"]))
+            sha256, size = archive.sha256, archive.size
+        else:
+            dumped = run_client(argv, env)
+            if dumped.rc != 0:
+                raise ClientError(dump_error(dumped.rc, dumped.stderr, params["lock_timeout"]))
+            verify_archive(pg_restore, partial)
+            sha256, size = sha256_archive(partial), archive_size(partial)
         restrict_mode(partial)
-        sha256 = sha256_archive(partial)
-        size = archive_size(partial)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         sidecar = {
             "archive": name,

@@ -200,14 +200,13 @@ def test_truncated_archive_passes_list_but_fails_verification_and_restore(db, tm
 def test_archive_module_rejects_a_truncated_dump_and_keeps_older_archives(db, tmp_path):
     dest = tmp_path / "backups"
     older = backup(db, dest, keep=1)
-    # A pg_dump that "succeeds" but leaves half a file behind (a full disk, a killed writer...).
+    # A pg_dump that "succeeds" but delivers only half its archive (a full disk, a killed writer...).
     fake = tmp_path / "pg_dump"
     fake.write_text(
         "#!/bin/sh\n"
-        'case "$1" in --version) exec {} --version;; esac\n'
-        '{} "$@" || exit $?\n'
-        'for a in "$@"; do case "$a" in --file=*) f="${{a#--file=}}";; esac; done\n'
-        'truncate -s $(( $(stat -c %s "$f") / 2 )) "$f"\n'.format(pc.find_client("pg_dump"), pc.find_client("pg_dump"))
+        'case "$1" in --version) exec {0} --version;; esac\n'
+        'full=$(mktemp); {0} "$@" > "$full" || exit $?\n'
+        'head -c $(( $(stat -c %s "$full") / 2 )) "$full"; rm -f "$full"\n'.format(pc.find_client("pg_dump"))
     )
     fake.chmod(0o755)
     failed = run_module("pg_backup_archive", {
@@ -237,7 +236,8 @@ def test_check_mode_writes_nothing(db, tmp_path):
     dest = tmp_path / "never"
     result = run_module("pg_backup_archive", {"database_url": db, "dest_dir": str(dest)}, check=True)
     assert result["changed"] and not result.get("failed")
-    assert result["command"][0].endswith("pg_dump") and result["command"][-1].endswith(".dump.partial")
+    assert result["command"][0].endswith("pg_dump") and result["command"][-1] == '--table="public"."ml_features"'
+    assert not any(arg.startswith("--file") for arg in result["command"])  # streamed, see the module's docs
     assert not dest.exists()
 
 
@@ -295,7 +295,7 @@ def test_password_travels_in_the_environment_only(db, tmp_path):
     assert env_log.read_text().splitlines()[-1] == f"PGPASSWORD=set PGHOST={urlsplit(db).hostname}"
     # ...and nothing of the connection on its command line, which `ps` shows to every user.
     argv = argv_log.read_text()
-    assert "--file=" in argv and urlsplit(db).password + "@" not in argv
+    assert "--format=custom" in argv and urlsplit(db).password + "@" not in argv
     assert "postgresql://" not in argv and "password=" not in argv.lower().replace("--no-password", "")
 
 

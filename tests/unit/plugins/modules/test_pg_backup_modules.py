@@ -39,6 +39,7 @@ def test_dump_argv_bounds_the_lock_wait(lock_timeout, lock_args) -> None:
         '/usr/bin/pg_dump', '--format=custom', '--compress=1', '--no-password', *lock_args,
         '--strict-names', '--table="public"."ml_features"', '--file=/b/x.dump.partial',
     ]
+    assert '--file' not in ' '.join(pg_backup_archive.dump_argv('/usr/bin/pg_dump', params, None))
 
 
 @pytest.mark.parametrize(
