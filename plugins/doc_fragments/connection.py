@@ -117,9 +117,15 @@ requirements:
   - psycopg2 (C(psycopg2-binary) from PyPI is enough) on the host that runs the module
 '''
 
-    # The notes of the modules running pg_dump, pg_restore and psql (pg_backup_archive, pg_backup_restore).
+    # The notes of the modules running pg_dump, pg_restore and psql (pg_backup_archive, pg_backup_restore);
+    # each module documents its own check_mode attribute.
     CLIENTS = r'''
 options: {}
+attributes:
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 notes:
   - Connection settings reach pg_dump, pg_restore and psql as libpq environment variables (C(PGHOST),
     C(PGPASSWORD), C(PGCONNECT_TIMEOUT), C(PGSSLCERT)...), never on their command line, which any user of the

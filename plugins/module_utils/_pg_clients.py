@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import typing as t
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -370,18 +371,19 @@ def stream_verified_archive(dump_argv: list[str], env: dict[str, str], pg_restor
             dump.kill()
             dump.wait()
             raise ClientError(f"could not run {pg_restore}: {exc}") from None
-        assert dump.stdout is not None and restore.stdin is not None
+        dump_out = t.cast(t.IO[bytes], dump.stdout)  # both are pipes: stdout=PIPE, stdin=PIPE above
+        restore_in = t.cast(t.IO[bytes], restore.stdin)
         feeding = True
         try:
             with open(path, "r+b") as out:
                 out.truncate()
-                for chunk in iter(lambda: dump.stdout.read(CHUNK_SIZE), b""):  # type: ignore[union-attr]
+                for chunk in iter(lambda: dump_out.read(CHUNK_SIZE), b""):
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
                     if feeding:
                         try:
-                            restore.stdin.write(chunk)
+                            restore_in.write(chunk)
                         except BrokenPipeError:  # pg_restore gave up; its exit code and stderr say why
                             feeding = False
                 out.flush()
@@ -392,8 +394,8 @@ def stream_verified_archive(dump_argv: list[str], env: dict[str, str], pg_restor
             raise ClientError(f"cannot write the archive {path}: {exc}") from None
         finally:
             with contextlib.suppress(OSError):
-                restore.stdin.close()
-            dump.stdout.close()
+                restore_in.close()
+            dump_out.close()
             dump_rc = dump.wait()
             restore_rc = restore.wait()
         restore_stderr = _tail(restore_err)

@@ -103,6 +103,12 @@ options:
     description: Alembic's version table.
     type: str
     default: alembic_version
+  show_sql:
+    description:
+      - In check mode, also render the SQL Alembic would run (C(alembic upgrade FROM:TO --sql)), which costs one
+        more Alembic run. Set false when only the current and pending revisions are wanted.
+    type: bool
+    default: true
 notes:
   - Alembic's own C(env.py) must read the database URL from O(database_url_env); the module builds that URL from
     the connection options and passes it in the environment only, never on a command line.
@@ -186,7 +192,7 @@ repaired_indexes:
   elements: str
 sql:
   description: In check mode, the SQL Alembic would run (C(alembic upgrade FROM:TO --sql)).
-  returned: check mode, when a move is pending
+  returned: check mode, when a move is pending and O(show_sql) is true
   type: str
 """
 
@@ -368,6 +374,7 @@ def main() -> None:
         repair_invalid_indexes=dict(type="list", elements="str", default=[]),
         allowed_current=dict(type="list", elements="str", default=[]),
         version_table=dict(type="str", default="alembic_version"),
+        show_sql=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -403,7 +410,8 @@ def main() -> None:
         "duration_seconds": 0.0, "lock_waits": {}, "repaired_indexes": [],
     }
     if direction and module.check_mode:
-        result["sql"] = alembic.must(direction, f"{current}:{target}", "--sql")
+        if params["show_sql"]:
+            result["sql"] = alembic.must(direction, f"{current}:{target}", "--sql")
         result["changed"] = True
         module.exit_json(**result)
     if direction:

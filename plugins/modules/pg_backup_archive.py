@@ -35,10 +35,6 @@ attributes:
   check_mode:
     support: full
     details: Checks the connection and the client version, writes nothing and returns the command that would run.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   dest_dir:
     description: Directory receiving the archive; created with mode 0700 when missing.

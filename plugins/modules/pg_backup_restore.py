@@ -34,10 +34,6 @@ attributes:
     details: >-
       Verifies the archive (read-only) and returns the entries that would be restored; the database
       is not touched.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   src:
     description: The archive (a custom-format file or a directory-format directory).

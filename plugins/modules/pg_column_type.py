@@ -139,21 +139,17 @@ import typing as t  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
-    close,
-    connect,
     fail,
-    fail_on_query_error,
     postgres_connection_argument_spec,
-    psycopg2,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import (  # noqa: E402
+    find_relation,
+    run_read_only,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
     COLUMN_SQL,
-    LOCK_HOLDERS_SQL,
-    RELATION_SQL,
     display_type,
-    lock_holders_params,
     normalize_type_name,
-    relation_problem,
     type_matches,
 )
 
@@ -168,16 +164,6 @@ def argument_spec() -> dict[str, t.Any]:
         fail_on_mismatch=dict(type='bool', default=True),
     )
     return spec
-
-
-def find_relation(module: AnsibleModule, cur: t.Any, schema: str, table: str) -> int:
-    """The table's oid, or fail naming what is missing."""
-    cur.execute(RELATION_SQL, dict(schema=schema, table=table))
-    row = cur.fetchone()
-    problem = relation_problem(row, schema, table)
-    if problem:
-        fail(module, problem, exists=False)
-    return int(row['relid'])
 
 
 def read_column(cur: t.Any, schema: str, table: str, relid: int, column: str) -> dict[str, t.Any] | None:
@@ -217,16 +203,13 @@ def main() -> None:
         except ValueError:
             fail(module, 'expected_type must not be empty.')
 
-    conn = connect(module)
-    try:
+    def inspect(conn: t.Any) -> dict[str, t.Any] | None:
         with conn.cursor() as cur:
-            relid = find_relation(module, cur, params['schema'], params['table'])
-            info = read_column(cur, params['schema'], params['table'], relid, params['column'])
-    except psycopg2.Error as e:
-        fail_on_query_error(module, conn, e, '{}.{}'.format(params['schema'], params['table']), LOCK_HOLDERS_SQL,
-                            lock_holders_params(params['schema'], params['table']))
-    finally:
-        close(conn)
+            relid = find_relation(module, cur, params['schema'], params['table'], exists=False)
+            return read_column(cur, params['schema'], params['table'], relid, params['column'])
+
+    info = run_read_only(module, inspect, '{}.{}'.format(params['schema'], params['table']),
+                         (params['schema'], params['table']))
 
     result = build_result(params, info)
     if result.get('matches') is False and params['fail_on_mismatch']:

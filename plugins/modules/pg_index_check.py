@@ -209,22 +209,20 @@ import typing as t  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
-    close,
-    connect,
     fail,
-    fail_on_query_error,
     postgres_connection_argument_spec,
     psycopg2,
     set_local,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import (  # noqa: E402
+    run_read_only,
+)
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
     INDEX_SQL,
-    LOCK_HOLDERS_SQL,
     RELATION_SQL,
     check_plan_query,
     explain_sql,
     index_mismatches,
-    lock_holders_params,
     plan_index_names,
     render_plan,
 )
@@ -335,14 +333,8 @@ def main() -> None:
         except ValueError as e:
             fail(module, str(e))
 
-    conn = connect(module)
-    try:
-        result = inspect(module, conn, plan_query)
-    except psycopg2.Error as e:
-        fail_on_query_error(module, conn, e, '{}.{}'.format(p['schema'], p['table'] or p['name']), LOCK_HOLDERS_SQL,
-                            lock_holders_params(p['schema'], p['table'], p['name']))
-    finally:
-        close(conn)
+    result = run_read_only(module, lambda conn: inspect(module, conn, plan_query),
+                           '{}.{}'.format(p['schema'], p['table'] or p['name']), (p['schema'], p['table'], p['name']))
 
     if result['mismatches']:
         problems = '; '.join(result['mismatches'])

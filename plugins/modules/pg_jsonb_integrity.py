@@ -211,20 +211,18 @@ import typing as t  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
-    close,
-    connect,
     fail,
-    fail_on_query_error,
     postgres_connection_argument_spec,
-    psycopg2,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import (  # noqa: E402
+    find_relation,
+    run_read_only,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
     COLUMN_SQL,
     ELEMENT_TYPES,
     JSON_TYPES,
-    LOCK_HOLDERS_SQL,
     PRIMARY_KEY_SQL,
-    RELATION_SQL,
     SAMPLED_COUNTS,
     column_kind,
     fingerprint,
@@ -232,10 +230,8 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     integrity_params,
     integrity_summary,
     jsonable,
-    lock_holders_params,
     missing_keys,
     offending_keys_sql,
-    relation_problem,
     sample_keys_sql,
     sample_rows_sql,
     shape_sample_rows,
@@ -273,15 +269,6 @@ def check_params(module: AnsibleModule) -> None:
         fail(module, f"sample_rows must be between 0 and {MAX_SAMPLE_SIZE}, got {p['sample_rows']}.")
     if len(p['sample_keys']) > MAX_SAMPLE_KEYS:
         fail(module, f"sample_keys holds {len(p['sample_keys'])} keys; at most {MAX_SAMPLE_KEYS} are allowed.")
-
-
-def find_relation(module: AnsibleModule, cur: t.Any, schema: str, table: str) -> int:
-    cur.execute(RELATION_SQL, dict(schema=schema, table=table))
-    row = cur.fetchone()
-    problem = relation_problem(row, schema, table)
-    if problem:
-        fail(module, problem)
-    return int(row['relid'])
 
 
 def read_column(module: AnsibleModule, cur: t.Any, schema: str, table: str, relid: int,
@@ -370,13 +357,7 @@ def main() -> None:
     p = module.params
     relation = '{}.{}'.format(p['schema'], p['table'])
 
-    conn = connect(module)
-    try:
-        result = inspect(module, conn)
-    except psycopg2.Error as e:
-        fail_on_query_error(module, conn, e, relation, LOCK_HOLDERS_SQL, lock_holders_params(p['schema'], p['table']))
-    finally:
-        close(conn)
+    result = run_read_only(module, lambda conn: inspect(module, conn), relation, (p['schema'], p['table']))
 
     if p['fail_on_violation'] and result['violations']:
         fail(module, integrity_summary(result, relation), **{k: v for k, v in result.items() if k != 'changed'})

@@ -103,17 +103,15 @@ import typing as t  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
-    close,
-    connect,
     fail,
-    fail_on_query_error,
     postgres_connection_argument_spec,
-    psycopg2,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import (  # noqa: E402
+    find_relation,
+    run_read_only,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
-    RELATION_SQL,
     TABLE_LOCK_SESSIONS_SQL,
-    relation_problem,
 )
 
 
@@ -138,19 +136,14 @@ def describe(session: dict[str, t.Any]) -> str:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
-    conn = connect(module)
-    try:
+
+    def inspect(conn: t.Any) -> list[dict[str, t.Any]]:
         with conn.cursor() as cur:
-            cur.execute(RELATION_SQL, dict(schema=p['schema'], table=p['table']))
-            problem = relation_problem(cur.fetchone(), p['schema'], p['table'])
-            if problem:
-                fail(module, problem)
+            find_relation(module, cur, p['schema'], p['table'])
             cur.execute(TABLE_LOCK_SESSIONS_SQL, dict(schema=p['schema'], table=p['table']))
-            sessions = [dict(row) for row in cur.fetchall()]
-    except psycopg2.Error as e:
-        fail_on_query_error(module, conn, e, '{}.{}'.format(p['schema'], p['table']))
-    finally:
-        close(conn)
+            return [dict(row) for row in cur.fetchall()]
+
+    sessions = run_read_only(module, inspect, '{}.{}'.format(p['schema'], p['table']))
 
     long_running = [s for s in sessions if (s['transaction_seconds'] or 0) > p['max_transaction_seconds']]
     result = dict(changed=False, sessions=sessions, long_running=long_running,

@@ -123,7 +123,8 @@ def machine(url: str) -> dict:
     try:
         import psycopg2
 
-        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        # The maintenance database: the bench database is only created by the first reset.
+        with psycopg2.connect(url, dbname="postgres") as conn, conn.cursor() as cur:
             cur.execute("SHOW server_version")
             info["postgresql"] = cur.fetchone()[0]
         conn.close()

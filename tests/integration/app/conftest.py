@@ -13,24 +13,25 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from appsupport import BACKEND_PORT, BIN, LLM_PORT, PROJECT, REPO, server_url, with_db
+from appsupport import BACKEND_PORT, BIN, LLM_PORT, PROJECT, REPO, docker_ok
+from stackdb import drop_database, reachable_server_url, with_db
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    if not docker_ok():
+        pytest.fail("no Docker engine answers: start one with scripts/docker_engine up", pytrace=False)
 
 
 @pytest.fixture(scope="module")
 def db_url() -> Iterator[str]:
-    admin = server_url()
+    admin = reachable_server_url()
     name = f"lm_test_app_{os.getpid()}"
     out = subprocess.run([str(REPO / "scripts" / "stack"), "reset", "--rows", "300", "--db", name], cwd=REPO,
                          env={**os.environ, "DATABASE_URL": admin}, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     yield with_db(admin, name)
-    import psycopg2
-
-    conn = psycopg2.connect(with_db(admin, "postgres"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    drop_database(admin, name)
 
 
 @pytest.fixture

@@ -19,14 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import ansible_runner
 import psycopg2
 import pytest
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from psycopg2 import sql
+from stackdb import drop_database, server_url, with_db
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -55,18 +55,6 @@ def awx_data() -> dict[str, Any]:
     for path in sorted(AWX_DATA.glob("*.yml")):
         data.update(load_yaml(path) or {})
     return data
-
-
-def server_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        out = subprocess.run([REPO / "scripts" / "stack", "env"], capture_output=True, text=True, check=True).stdout
-        url = out.strip().removeprefix("export DATABASE_URL=")
-    return url
-
-
-def with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 # --------------------------------------------------------------------------------------------- databases
@@ -104,16 +92,6 @@ class ScratchDb:
         }
 
 
-def _drop(admin_url: str, name: str) -> None:
-    conn = psycopg2.connect(with_db(admin_url, "postgres"), connect_timeout=10)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def make_db() -> Iterator:
     """make_db(name, rows=1000): a demo database at 20251109_add_user_name_picture, dropped afterwards."""
@@ -133,7 +111,7 @@ def make_db() -> Iterator:
 
     yield make
     for name in made:
-        _drop(admin, name)
+        drop_database(admin, name)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from psycopg2 import sql
+from stackdb import drop_database, reachable_server_url, with_db
 
 REPO = Path(__file__).resolve().parents[3]
 BACKEND_DIR = REPO / "examples" / "backend"
@@ -28,24 +28,6 @@ SEED_ROWS = 20000
 
 if str(BACKEND_DIR) not in sys.path:
     sys.path.insert(0, str(BACKEND_DIR))
-
-
-def _server_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    out = subprocess.run([REPO / "scripts" / "stack", "env"], capture_output=True, text=True, check=True).stdout
-    return out.strip().removeprefix("export DATABASE_URL=")
-
-
-def _with_db(url: str, name: str) -> str:
-    return subprocess.run(
-        [sys.executable, RESET_SCRIPT, "--print-url", "--db", name],
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 @dataclass(frozen=True)
@@ -88,25 +70,14 @@ class ScratchDb:
 
 @pytest.fixture(scope="session")
 def server_url() -> str:
-    url = _server_url()
-    try:
-        psycopg2.connect(_with_db(url, "postgres"), connect_timeout=5).close()
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable (start it with 'scripts/stack up'): {' '.join(str(exc).split())}")
-    return url
+    return reachable_server_url()
 
 
 @pytest.fixture(scope="session")
 def scratch_url(server_url: str) -> Iterator[str]:
-    url = _with_db(server_url, SCRATCH_DB)
+    url = with_db(server_url, SCRATCH_DB)
     yield url
-    conn = psycopg2.connect(_with_db(server_url, "postgres"))
-    try:
-        conn.autocommit = True  # DROP DATABASE refuses a transaction block
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH_DB)))
-    finally:
-        conn.close()
+    drop_database(server_url, SCRATCH_DB)
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
+from stackdb import server_url, with_db
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / ".build" / "collections"))
@@ -36,23 +37,6 @@ INSERT INTO ml_features VALUES
 INSERT INTO ml_features SELECT g, ARRAY['tok' || g, 'm' || (g % 97)], 'merchant ' || (g % 101)
   FROM generate_series(5, 20000) g;
 """
-
-
-def server_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        out = subprocess.run([REPO / "scripts" / "stack", "env"], capture_output=True, text=True, check=True).stdout
-        url = out.strip().removeprefix("export DATABASE_URL=")
-    return url
-
-
-def with_db(url: str, name: str, password: str | None = None) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _sep, hostport = netloc.rpartition("@")
-        netloc = "{}:{}@{}".format(userinfo.split(":", 1)[0], password, hostport)
-    return urlunsplit(parts._replace(netloc=netloc, path="/" + name))
 
 
 def psql(url: str, sql: str, check: bool = True) -> str:

@@ -9,39 +9,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg2
 import pytest
+from stackdb import drop_database, reachable_server_url
 
 REPO = Path(__file__).resolve().parents[3]
 DB = "lm_test_bench"
 ROWS = 200
 
-pytestmark = pytest.mark.skipif(not os.environ.get("DATABASE_URL"),
-                                reason='needs DATABASE_URL (eval "$(scripts/stack env)")')
-
-
-def _drop(db: str) -> None:
-    url = subprocess.run([str(REPO / "scripts" / "stack"), "env", "postgres"], capture_output=True, text=True,
-                         check=True).stdout.strip().split("=", 1)[1]
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    finally:
-        conn.close()
-
 
 @pytest.fixture(scope="module")
 def bench_out(tmp_path_factory: pytest.TempPathFactory):
+    url = reachable_server_url()
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench"), "--sizes", str(ROWS), "--reps", "1",
                            "--out", str(out), "--db", DB], cwd=REPO, capture_output=True, text=True, timeout=240,
-                          check=False)
+                          env={**os.environ, "DATABASE_URL": url}, check=False)
     try:
         yield out, proc
     finally:
-        _drop(DB)
+        drop_database(url, DB)
 
 
 def test_bench_runs_and_prints_the_table(bench_out):

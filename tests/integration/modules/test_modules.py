@@ -20,6 +20,7 @@ from typing import Any
 import psycopg2
 import pytest
 from psycopg2 import sql
+from stackdb import reachable_server_url, with_db
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -42,31 +43,10 @@ ROWS: dict[int, list[str | None] | None] = {
 
 # --- database fixtures ------------------------------------------------------------------------
 
-def _server_url() -> str:
-    url = os.environ.get('DATABASE_URL')
-    if not url:
-        out = subprocess.run([REPO / 'scripts' / 'stack', 'env'], capture_output=True, text=True, check=True).stdout
-        url = out.strip().removeprefix('export DATABASE_URL=').strip('"\'')
-    return url
-
-
-def _with_db(url: str, dbname: str, password: str | None = None) -> str:
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, hostport = netloc.rpartition('@')
-        netloc = '{}:{}@{}'.format(userinfo.split(':', 1)[0], urllib.parse.quote(password, safe=''), hostport)
-    return urllib.parse.urlunsplit((parts.scheme, netloc, '/' + dbname, parts.query, parts.fragment))
-
 
 @pytest.fixture(scope='session')
 def server_url() -> str:
-    url = _server_url()
-    try:
-        psycopg2.connect(url, connect_timeout=5).close()
-    except psycopg2.Error as e:
-        pytest.skip(f'PostgreSQL not reachable (run `scripts/stack up`): {e}')
-    return url
+    return reachable_server_url()
 
 
 def _admin(server_url: str, statement: str) -> None:
@@ -85,7 +65,7 @@ def db_url(server_url: str) -> Iterator[str]:
     _admin(server_url, 'DROP DATABASE IF EXISTS {} WITH (FORCE)')
     _admin(server_url, 'CREATE DATABASE {}')
     try:
-        yield _with_db(server_url, SCRATCH_DB)
+        yield with_db(server_url, SCRATCH_DB)
     finally:
         _admin(server_url, 'DROP DATABASE IF EXISTS {} WITH (FORCE)')
 
@@ -412,7 +392,7 @@ def test_index_plan_query_errors(after: Any, db_url: str) -> None:
 @pytest.mark.parametrize('traceback', ['never', 'always'])
 def test_wrong_password_is_explained_and_never_echoed(before: Any, db_url: str, traceback: str) -> None:
     """-vvv shows no traceback; even with tracebacks opted in, the password appears nowhere."""
-    bad_url = _with_db(db_url, SCRATCH_DB, password=SENTINEL_PASSWORD)
+    bad_url = with_db(db_url, SCRATCH_DB, password=SENTINEL_PASSWORD)
     for args in (dict(database_url=bad_url), dict(database_url=db_url, login_password=SENTINEL_PASSWORD)):
         cmd = [str(BIN / 'ansible'), 'localhost', *_inventory_args(), '-vvv',
                '-m', 'ledgermind.migrations.pg_column_type', '-a', json.dumps(dict(args, table='ml_features',

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
-from psycopg2 import sql
+from stackdb import drop_database, server_url, with_db
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -42,24 +42,6 @@ SECRET_ROLE = "lm_test_pb_secret"
 SECRET_PASSWORD = "Pb-s3cr3t-Qx7Zk41mW"
 
 _counter = itertools.count(1)
-
-
-def server_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        out = subprocess.run([REPO / "scripts" / "stack", "env"], capture_output=True, text=True, check=True).stdout
-        url = out.strip().removeprefix("export DATABASE_URL=")
-    return url
-
-
-def with_db(url: str, name: str, user: str | None = None, password: str | None = None) -> str:
-    parts = urlsplit(url)
-    userinfo, _sep, hostport = parts.netloc.rpartition("@")
-    old_user, _sep, old_password = userinfo.partition(":")
-    user = old_user if user is None else user
-    password = old_password if password is None else password
-    netloc = "{}:{}@{}".format(quote(user, safe=""), quote(password, safe=""), hostport)
-    return urlunsplit(parts._replace(netloc=netloc, path="/" + name))
 
 
 def ansible_env(url: str) -> dict[str, str]:
@@ -151,16 +133,6 @@ class PgDb:
         }
 
 
-def _drop_database(admin_url: str, name: str) -> None:
-    conn = psycopg2.connect(with_db(admin_url, "postgres"), connect_timeout=10)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def pgdb() -> Iterator[PgDb]:
     """A fresh demo database at 20251109_add_user_name_picture with 2000 rows, dropped afterwards."""
@@ -176,7 +148,7 @@ def pgdb() -> Iterator[PgDb]:
     try:
         yield db
     finally:
-        _drop_database(admin, name)
+        drop_database(admin, name)
 
 
 # --------------------------------------------------------------------------------------- superuser access

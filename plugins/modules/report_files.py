@@ -1,0 +1,175 @@
+#!/usr/bin/python
+# Copyright (c) 2026, LedgerMind SRE
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: report_files
+short_description: Write a run's report files into a directory in one step
+version_added: 0.2.0
+description:
+  - Writes each of O(files) into O(path) atomically (a temporary file in the same directory, then a rename),
+    so a reader never sees half a report and an interrupted run leaves no partial file.
+  - Creates O(path) with O(directory_mode) when it is missing, parents included; never changes the mode of an
+    existing directory (a shared one such as C(/tmp) keeps its own).
+  - One module run writes all the files, so the sign-off writes its JSON and Markdown together.
+author:
+  - LedgerMind SRE (@ledgermind)
+options:
+  path:
+    description: Directory receiving the files.
+    type: path
+    required: true
+  files:
+    description: The files to write.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: File name inside O(path), without any directory part.
+        type: str
+        required: true
+      content:
+        description: The file's text, written as UTF-8.
+        type: str
+        required: true
+  mode:
+    description: Mode of the files written.
+    type: raw
+    default: '0640'
+  directory_mode:
+    description: Mode of O(path) when the module creates it.
+    type: raw
+    default: '0750'
+attributes:
+  check_mode:
+    support: full
+    details: Reports which files would be written or changed, and writes nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+'''
+
+EXAMPLES = r'''
+- name: Write the sign-off report
+  ledgermind.migrations.report_files:
+    path: /var/log/ledgermind/reports
+    files:
+      - name: tokens_migrate_db1_20261129T020000Z.json
+        content: "{{ report | to_nice_json }}"
+      - name: tokens_migrate_db1_20261129T020000Z.md
+        content: "{{ lookup('ansible.builtin.template', 'report.md.j2') }}"
+'''
+
+RETURN = r'''
+paths:
+  description: Absolute paths of the files, in the order given.
+  returned: always
+  type: list
+  elements: str
+  sample: [/var/log/ledgermind/reports/tokens_migrate_db1_20261129T020000Z.json]
+written:
+  description: The files whose content was new or different (in check mode, would be).
+  returned: always
+  type: list
+  elements: str
+created_directory:
+  description: Whether O(path) was missing (and, outside check mode, created).
+  returned: always
+  type: bool
+'''
+
+import os
+import tempfile
+import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def parse_mode(module: AnsibleModule, value: t.Any, option: str) -> int:
+    try:
+        return int(str(value), 8) if isinstance(value, str) else int(value)
+    except ValueError:
+        module.fail_json(msg=f"{option} must be an octal mode such as '0640', got {value!r}.")
+        raise  # unreachable: fail_json exits
+
+
+def bad_name(name: str) -> bool:
+    return not name or name in ('.', '..') or os.sep in name or '\0' in name
+
+
+def unchanged(path: str, data: bytes, mode: int) -> bool:
+    try:
+        with open(path, 'rb') as handle:
+            same = handle.read() == data
+        return same and (os.stat(path).st_mode & 0o7777) == mode
+    except OSError:
+        return False
+
+
+def write_atomically(path: str, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path) + '.')
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type='path', required=True),
+            files=dict(type='list', elements='dict', required=True, options=dict(
+                name=dict(type='str', required=True),
+                content=dict(type='str', required=True),
+            )),
+            mode=dict(type='raw', default='0640'),
+            directory_mode=dict(type='raw', default='0750'),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    mode = parse_mode(module, p['mode'], 'mode')
+    directory_mode = parse_mode(module, p['directory_mode'], 'directory_mode')
+    directory = os.path.abspath(p['path'])
+    names = [f['name'] for f in p['files']]
+    bad = [n for n in names if bad_name(n)]
+    if bad:
+        module.fail_json(msg=f"file names must be plain names inside path, not {', '.join(map(repr, bad))}.")
+    if len(set(names)) != len(names):
+        module.fail_json(msg='file names must be distinct.')
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        module.fail_json(msg=f'{directory} exists and is not a directory; choose another report directory.')
+
+    created = not os.path.isdir(directory)
+    planned = [(os.path.join(directory, f['name']), f['content'].encode('utf-8')) for f in p['files']]
+    paths = [path for path, _data in planned]
+    written = [path for path, data in planned if created or not unchanged(path, data, mode)]
+    result = dict(changed=bool(written) or created, paths=paths, written=written, created_directory=created)
+    if module.check_mode:
+        module.exit_json(**result)
+    try:
+        if created:
+            os.makedirs(directory, mode=directory_mode)
+            os.chmod(directory, directory_mode)  # makedirs' mode is filtered by the umask
+        for path, data in planned:
+            if path in written:
+                write_atomically(path, data, mode)
+    except OSError as exc:
+        module.fail_json(msg=f'cannot write the report into {directory}: {exc}', **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,61 @@
+"""report_files: atomic writes, a created directory's mode, an existing directory left as it is."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.ledgermind.migrations.plugins.modules import report_files
+
+FILES = [{'name': 'run.json', 'content': '{"verdict": "PASSED"}\n'}, {'name': 'run.md', 'content': '# Sign-off ☕\n'}]
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_creates_the_directory_and_writes_every_file(run_module, tmp_path: Path) -> None:
+    target = tmp_path / 'reports' / 'nested'
+    failed, result, _ = run_module(report_files.main, dict(path=str(target), files=FILES))
+    assert not failed and result['changed'] and result['created_directory']
+    assert result['paths'] == [str(target / 'run.json'), str(target / 'run.md')] == result['written']
+    assert (target / 'run.md').read_text(encoding='utf-8') == '# Sign-off ☕\n'
+    assert mode_of(target) == 0o750 and mode_of(target / 'run.json') == 0o640
+    assert sorted(os.listdir(target)) == ['run.json', 'run.md']  # no temporary file left behind
+
+
+def test_an_existing_directory_keeps_its_mode_and_same_content_is_no_change(run_module, tmp_path: Path) -> None:
+    tmp_path.chmod(0o1777)
+    failed, first, _ = run_module(report_files.main, dict(path=str(tmp_path), files=FILES))
+    assert not failed and first['changed'] and not first['created_directory']
+    assert mode_of(tmp_path) == 0o1777
+    failed, again, _ = run_module(report_files.main, dict(path=str(tmp_path), files=FILES))
+    assert not failed and not again['changed'] and again['written'] == []
+
+
+def test_check_mode_writes_nothing(run_module, tmp_path: Path) -> None:
+    target = tmp_path / 'never'
+    failed, result, _ = run_module(report_files.main, dict(path=str(target), files=FILES, _ansible_check_mode=True))
+    assert not failed and result['changed'] and result['created_directory'] and not target.exists()
+
+
+@pytest.mark.parametrize(('files', 'message'), [
+    ([{'name': '../escape.md', 'content': 'x'}], 'plain names inside path'),
+    ([{'name': 'a.md', 'content': 'x'}, {'name': 'a.md', 'content': 'y'}], 'distinct'),
+])
+def test_bad_names_are_refused_before_anything_is_written(run_module, tmp_path: Path, files, message) -> None:
+    failed, result, _ = run_module(report_files.main, dict(path=str(tmp_path / 'r'), files=files))
+    assert failed and message in result['msg'] and not (tmp_path / 'r').exists()
+
+
+def test_a_file_in_the_way_is_a_clear_error(run_module, tmp_path: Path) -> None:
+    (tmp_path / 'reports').write_text('not a directory')
+    failed, result, _ = run_module(report_files.main, dict(path=str(tmp_path / 'reports'), files=FILES))
+    assert failed and 'is not a directory' in result['msg']
+
+
+def test_a_bad_mode_is_a_clear_error(run_module, tmp_path: Path) -> None:
+    failed, result, _ = run_module(report_files.main, dict(path=str(tmp_path), files=FILES, mode='rw-r'))
+    assert failed and "octal mode such as '0640'" in result['msg']
