@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
@@ -46,6 +47,24 @@ def with_db(url: str, name: str, user: str | None = None, password: str | None =
     user = old_user if user is None else quote(user, safe="")
     password = old_password if password is None else quote(password, safe="")
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{hostport}", path="/" + name))
+
+
+def query(url: str, statement: str, params: Any = None, application_name: str = "lm_test_probe") -> list[tuple]:
+    """One statement on its own autocommit connection: an idle-in-transaction probe would hold a snapshot
+    that CREATE INDEX CONCURRENTLY waits for."""
+    conn = psycopg2.connect(url, connect_timeout=10, application_name=application_name)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def scalar(url: str, statement: str, params: Any = None, application_name: str = "lm_test_probe") -> Any:
+    rows = query(url, statement, params, application_name)
+    return rows[0][0] if rows else None
 
 
 def drop_database(admin_url: str, name: str) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import ansible_runner
-import psycopg2
 import pytest
+import stackdb
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from stackdb import drop_database, server_url, with_db
@@ -66,18 +66,10 @@ class ScratchDb:
     url: str
 
     def query(self, statement: str, params: Any = None) -> list[tuple]:
-        conn = psycopg2.connect(self.url, connect_timeout=10, application_name="lm_test_awx_probe")
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, params)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        return stackdb.query(self.url, statement, params, "lm_test_awx_probe")
 
     def scalar(self, statement: str, params: Any = None) -> Any:
-        rows = self.query(statement, params)
-        return rows[0][0] if rows else None
+        return stackdb.scalar(self.url, statement, params, "lm_test_awx_probe")
 
     def state(self) -> dict[str, Any]:
         return {

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
+import stackdb
 from stackdb import drop_database, server_url, with_db
 
 REPO = Path(__file__).resolve().parents[3]
@@ -76,17 +77,10 @@ class PgDb:
         return conn
 
     def query(self, statement: str, params: Any = None) -> list[tuple]:
-        conn = self.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, params)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        return stackdb.query(self.url, statement, params, "lm_test_pb_probe")
 
     def scalar(self, statement: str, params: Any = None) -> Any:
-        rows = self.query(statement, params)
-        return rows[0][0] if rows else None
+        return stackdb.scalar(self.url, statement, params, "lm_test_pb_probe")
 
     def execute(self, statement: str, params: Any = None) -> None:
         self.query(statement, params)
