@@ -348,8 +348,11 @@ class StreamedArchive:
 def stream_verified_archive(dump_argv: list[str], env: dict[str, str], pg_restore: str, path: str) -> StreamedArchive:
     """One pass over pg_dump's custom-format output (``dump_argv`` writes to stdout): every chunk goes to
     ``path`` (already created 0600), into SHA-256, and into ``pg_restore --file=/dev/null`` reading the
-    stream as it arrives. The archive is exactly what ``pg_dump -Fc > path`` writes, verified and
-    hashed without reading it back, so verification costs no time of its own. The file is fsynced.
+    stream as it arrives, so verification costs no time of its own. The file is fsynced.
+
+    The archive is what ``pg_dump -Fc > path`` writes: written to a pipe, its table of contents carries no
+    data offsets, so pg_restore reads it in order (selective and ``-j`` restores still work with
+    pg_restore 12 and newer, which scans for the blocks it needs).
 
     Raises ClientError when pg_restore cannot read the whole stream or the file cannot be written;
     returns pg_dump's exit code and stderr for the caller to judge (see ``dump_error``).
@@ -370,6 +373,8 @@ def stream_verified_archive(dump_argv: list[str], env: dict[str, str], pg_restor
         except OSError as exc:
             dump.kill()
             dump.wait()
+            if dump.stdout is not None:
+                dump.stdout.close()
             raise ClientError(f"could not run {pg_restore}: {exc}") from None
         dump_out = t.cast(t.IO[bytes], dump.stdout)  # both are pipes: stdout=PIPE, stdin=PIPE above
         restore_in = t.cast(t.IO[bytes], restore.stdin)

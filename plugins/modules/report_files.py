@@ -12,8 +12,10 @@ version_added: 0.2.0
 description:
   - Writes each of O(files) into O(path) atomically (a temporary file in the same directory, then a rename),
     so a reader never sees half a report and an interrupted run leaves no partial file.
-  - Creates O(path) with O(directory_mode) when it is missing, parents included; never changes the mode of an
-    existing directory (a shared one such as C(/tmp) keeps its own).
+  - Creates O(path) and any missing parent with O(directory_mode); never changes the mode of an existing
+    directory (a shared one such as C(/tmp) keeps its own). Several hosts writing into one new directory at
+    once (a play delegating the report to the controller) all succeed.
+  - Each file is flushed to disk (fsync) before it takes its final name.
   - One module run writes all the files, so the sign-off writes its JSON and Markdown together.
 author:
   - LedgerMind SRE (@ledgermind)
@@ -118,12 +120,41 @@ def write_atomically(path: str, data: bytes, mode: int) -> None:
     try:
         with os.fdopen(fd, 'wb') as handle:
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def make_directories(directory: str, mode: int) -> list[str]:
+    """Create ``directory`` and its missing parents with ``mode``; returns those this call created.
+
+    Another process creating one of them at the same moment is fine: an existing directory is left as
+    it is (and not re-moded), whoever made it.
+    """
+    missing = []
+    current = directory
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    created = []
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+            continue
+        os.chmod(path, mode)  # mkdir's mode is filtered by the umask
+        created.append(path)
+    return created
 
 
 def main() -> None:
@@ -161,8 +192,7 @@ def main() -> None:
         module.exit_json(**result)
     try:
         if created:
-            os.makedirs(directory, mode=directory_mode)
-            os.chmod(directory, directory_mode)  # makedirs' mode is filtered by the umask
+            make_directories(directory, directory_mode)
         for path, data in planned:
             if path in written:
                 write_atomically(path, data, mode)

@@ -27,10 +27,11 @@ def server_url() -> str:
 
 
 def reachable_server_url() -> str:
-    """server_url(), after checking that the server answers."""
+    """server_url(), after checking that the server answers (through its maintenance database, so a
+    database a suite creates itself need not exist yet)."""
     url = server_url()
     try:
-        psycopg2.connect(url, connect_timeout=5).close()
+        psycopg2.connect(with_db(url, "postgres"), connect_timeout=5).close()
     except psycopg2.Error as exc:
         pytest.fail(f"PostgreSQL does not answer at DATABASE_URL (start the local stack: scripts/stack up): "
                     f"{' '.join(str(exc).split())}", pytrace=False)

@@ -59,3 +59,27 @@ def test_a_file_in_the_way_is_a_clear_error(run_module, tmp_path: Path) -> None:
 def test_a_bad_mode_is_a_clear_error(run_module, tmp_path: Path) -> None:
     failed, result, _ = run_module(report_files.main, dict(path=str(tmp_path), files=FILES, mode='rw-r'))
     assert failed and "octal mode such as '0640'" in result['msg']
+
+
+def test_missing_parents_get_the_directory_mode_too(run_module, tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    target = tmp_path / 'a' / 'b' / 'reports'
+    failed, result, _ = run_module(report_files.main, dict(path=str(target), files=FILES, directory_mode='0700'))
+    assert not failed and result['created_directory']
+    assert [mode_of(d) for d in (tmp_path / 'a', tmp_path / 'a' / 'b', target)] == [0o700, 0o700, 0o700]
+    assert mode_of(tmp_path) == 0o755  # the existing parent is untouched
+
+
+def _make(path: str) -> list[str]:
+    return report_files.make_directories(path, 0o750)
+
+
+def test_hosts_creating_one_new_directory_at_once_all_succeed(tmp_path: Path) -> None:
+    """A play delegating its sign-off to the controller runs one module per host at the same moment."""
+    import multiprocessing
+
+    target = str(tmp_path / 'shared' / 'reports')
+    with multiprocessing.get_context('fork').Pool(8) as pool:
+        created = pool.map(_make, [target] * 16)
+    assert os.path.isdir(target) and mode_of(Path(target)) == 0o750
+    assert sorted(p for run in created for p in run) == sorted([str(tmp_path / 'shared'), target])
