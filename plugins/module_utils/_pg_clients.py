@@ -215,16 +215,21 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _environ(env: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment plus a client's ``PG*`` variables."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return full_env
+
+
 def run_client(
     argv: list[str], env: dict[str, str] | None = None, umask: int = 0o077, timeout: float | None = None
 ) -> Result:
     """Run a client with the ``PG*`` variables added to the environment; never prompts for a password."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            argv, env=full_env, capture_output=True, text=True, errors="replace", umask=umask,
+            argv, env=_environ(env), capture_output=True, text=True, errors="replace", umask=umask,
             stdin=subprocess.DEVNULL, timeout=timeout, check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
@@ -316,19 +321,25 @@ def remove_archive(path: str) -> None:
         os.unlink(path)
 
 
-def verify_argv(pg_restore: str, path: str) -> list[str]:
-    """Read every block of the archive and throw the SQL away: a truncated archive fails here."""
-    return [pg_restore, "--file=/dev/null", path]
+def verify_argv(pg_restore: str, path: str | None = None) -> list[str]:
+    """Read every block of the archive (``path``, or stdin when None) and throw the SQL away: a truncated
+    archive fails here."""
+    return [pg_restore, "--file=/dev/null", *([path] if path else [])]
+
+
+def check_verified(path: str, rc: int, stderr: str) -> None:
+    """Raises ClientError unless pg_restore's verifying read of ``path`` ended cleanly."""
+    if rc != 0 or "error:" in stderr:
+        raise ClientError(
+            f"archive {path} failed verification (pg_restore could not read it completely): "
+            f"{stderr.strip() or f'exit code {rc}'}"
+        )
 
 
 def verify_archive(pg_restore: str, path: str) -> Result:
     """Raises ClientError unless pg_restore reads the whole archive."""
     result = run_client(verify_argv(pg_restore, path))
-    if result.rc != 0 or "error:" in result.stderr:
-        raise ClientError(
-            f"archive {path} failed verification (pg_restore could not read it completely): "
-            f"{result.stderr.strip() or f'exit code {result.rc}'}"
-        )
+    check_verified(path, result.rc, result.stderr)
     return result
 
 
@@ -357,18 +368,16 @@ def stream_verified_archive(dump_argv: list[str], env: dict[str, str], pg_restor
     Raises ClientError when pg_restore cannot read the whole stream or the file cannot be written;
     returns pg_dump's exit code and stderr for the caller to judge (see ``dump_error``).
     """
-    full_env = dict(os.environ)
-    full_env.update(env)
     digest = hashlib.sha256()
     size = 0
     with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as restore_err:
         try:
-            dump = subprocess.Popen(dump_argv, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            dump = subprocess.Popen(dump_argv, env=_environ(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=dump_err, umask=0o077)
         except OSError as exc:
             raise ClientError(f"could not run {dump_argv[0]}: {exc}") from None
         try:
-            restore = subprocess.Popen([pg_restore, "--file=/dev/null"], stdin=subprocess.PIPE,
+            restore = subprocess.Popen(verify_argv(pg_restore), stdin=subprocess.PIPE,
                                        stdout=subprocess.DEVNULL, stderr=restore_err)
         except OSError as exc:
             dump.kill()
@@ -403,12 +412,8 @@ def stream_verified_archive(dump_argv: list[str], env: dict[str, str], pg_restor
             dump_out.close()
             dump_rc = dump.wait()
             restore_rc = restore.wait()
-        restore_stderr = _tail(restore_err)
-        if dump_rc == 0 and (restore_rc != 0 or "error:" in restore_stderr):
-            raise ClientError(
-                f"archive {path} failed verification (pg_restore could not read it completely): "
-                f"{restore_stderr.strip() or f'exit code {restore_rc}'}"
-            )
+        if dump_rc == 0:  # a failed dump is reported by the caller, with pg_dump's own message
+            check_verified(path, restore_rc, _tail(restore_err))
         return StreamedArchive(digest.hexdigest(), size, dump_rc, _tail(dump_err))
 
 

@@ -379,8 +379,9 @@ _ODD_ROW = {
              " AND jsonb_path_exists({v}, 'strict $[*] ? (@.type() != \"string\")', '{{}}', true)"),
 }
 
-# Per-row element counts (bad: not null and not %(element_type)s; nulls: null elements; nonstring:
-# neither string nor null), from ``s.odd`` so the odd-row test is evaluated once per row. jsonpath runs
+# Per-row element counts (bad: not null and not %(element_type)s; nulls: null elements; for JSON, nonstring:
+# neither string nor null, which the round-trip check reads; an array's round trip reads the array itself),
+# from ``s.odd`` so the odd-row test is evaluated once per row. jsonpath runs
 # in strict mode (lax mode would unwrap nested arrays) and silent (no error on a non-array).
 # A text[] value's jsonb form is an array of strings and nulls (1-D) or of arrays (more dimensions).
 _ARRAY_NULLS = ('CASE WHEN s.odd AND array_ndims(s.raw) = 1'
@@ -392,8 +393,7 @@ _ELEMENT_COUNTS = {
                     CASE WHEN %(element_type)s::text = 'array' THEN 0 ELSE array_length(s.raw, 1) END
                 WHEN %(element_type)s::text = 'string' THEN 0
                 ELSE cardinality(s.raw) - {_ARRAY_NULLS} END AS bad,
-           {_ARRAY_NULLS} AS nulls,
-           CASE WHEN s.odd AND array_ndims(s.raw) > 1 THEN array_length(s.raw, 1) ELSE 0 END AS nonstring""",
+           {_ARRAY_NULLS} AS nulls""",
     'json': """
     SELECT CASE WHEN %(element_type)s::text IS NULL OR jsonb_typeof(s.v) IS DISTINCT FROM 'array' THEN 0
                 WHEN %(element_type)s::text = 'string' AND NOT s.odd THEN 0
