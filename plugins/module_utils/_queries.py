@@ -591,3 +591,97 @@ def reindex_concurrently(conn: t.Any, schema: str, name: str) -> None:
     """Rebuild an index without blocking writes; ``conn`` must be in autocommit mode."""
     with conn.cursor() as cur:
         cur.execute(sql.SQL('REINDEX INDEX CONCURRENTLY {}.{}').format(sql.Identifier(schema), sql.Identifier(name)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Database identity: what binds a run record and a backup archive to one database
+# ---------------------------------------------------------------------------------------------
+
+# The fields two identities must share to be the same table of the same database. The table's oid
+# is recorded but not compared: a restore from backup recreates the table under a new oid.
+IDENTITY_FIELDS = ('system_identifier', 'database', 'database_oid', 'database_uuid', 'schema', 'table')
+# Where the run history lives in the target database (created by pg_run_record on a run's start).
+HISTORY_SCHEMA = 'ledgermind_migrations'
+
+IDENTITY_SQL = """
+SELECT pg_catalog.current_database()::text AS database,
+       d.oid::bigint AS database_oid,
+       pg_catalog.current_setting('server_version_num')::int AS server_version_num,
+       c.oid::bigint AS table_oid,
+       (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod)
+          FROM pg_catalog.pg_attribute AS a
+         WHERE a.attrelid = c.oid AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
+       ) AS column_type
+FROM pg_catalog.pg_database AS d
+LEFT JOIN pg_catalog.pg_namespace AS n ON n.nspname = %(schema)s
+LEFT JOIN pg_catalog.pg_class AS c ON c.relnamespace = n.oid AND c.relname = %(table)s AND c.relkind IN ('r', 'p')
+WHERE d.datname = pg_catalog.current_database()
+"""
+
+# pg_control_system() needs EXECUTE on it (superusers and pg_monitor members by default on some
+# servers): read apart, inside a savepoint, so a refusal leaves the identity without it.
+SYSTEM_IDENTIFIER_SQL = 'SELECT system_identifier::text AS system_identifier FROM pg_catalog.pg_control_system()'
+
+
+def database_uuid(cur: t.Any, history_schema: str = HISTORY_SCHEMA) -> str | None:
+    """The database's id in ``<history_schema>.database_instance``; None before the first run created it."""
+    cur.execute('SELECT pg_catalog.to_regclass(pg_catalog.format(%(f)s, %(s)s)) IS NOT NULL AS present',
+                dict(f='%I.database_instance', s=history_schema))
+    if not _first(cur.fetchone(), 'present'):
+        return None
+    cur.execute(sql.SQL('SELECT database_uuid::text AS database_uuid FROM {}.database_instance LIMIT 1').format(
+        sql.Identifier(history_schema)))
+    row = cur.fetchone()
+    return _first(row, 'database_uuid') if row else None
+
+
+def database_identity(cur: t.Any, schema: str, table: str, column: str | None = None,
+                      history_schema: str = HISTORY_SCHEMA) -> dict[str, t.Any]:
+    """The identity of ``schema.table`` in the connected database, read with a dict cursor.
+
+    ``system_identifier`` is None when the role may not call ``pg_control_system()``;
+    ``database_uuid`` before the first run record; ``table_oid`` and ``column_type`` (PostgreSQL's
+    spelling: ``text[]``, ``jsonb``) when the table or column is missing.
+    """
+    cur.execute('SAVEPOINT ledgermind_identity')
+    try:
+        cur.execute(SYSTEM_IDENTIFIER_SQL)
+        system_identifier = _first(cur.fetchone(), 'system_identifier')
+        cur.execute('RELEASE SAVEPOINT ledgermind_identity')
+    except Exception:  # psycopg2.Error: insufficient privilege; the identity says it is unknown
+        cur.execute('ROLLBACK TO SAVEPOINT ledgermind_identity')
+        system_identifier = None
+    cur.execute(IDENTITY_SQL, dict(schema=schema, table=table, column=column or ''))
+    row = dict(cur.fetchone())
+    return dict(system_identifier=system_identifier, database=row['database'], database_oid=row['database_oid'],
+                database_uuid=database_uuid(cur, history_schema),
+                schema=schema, table=table, table_oid=row['table_oid'], column=column,
+                column_type=row['column_type'] if column else None,
+                server_version_num=row['server_version_num'])
+
+
+def describe_identity(identity: dict[str, t.Any] | None) -> str:
+    """``database ledgermind (oid 16384) on system 7301..., table public.ml_features`` for messages."""
+    if not identity:
+        return 'no recorded identity'
+    system = identity.get('system_identifier') or 'unknown system'
+    return 'database {} (oid {}) on system {}, table {}.{}'.format(
+        identity.get('database'), identity.get('database_oid'), system, identity.get('schema'), identity.get('table'))
+
+
+def identity_mismatches(recorded: dict[str, t.Any] | None, current: dict[str, t.Any]) -> list[str]:
+    """Every field in which a recorded identity differs from the current one, naming both values.
+
+    A field unknown on either side (e.g. no right to read the system identifier) is not compared;
+    an absent record is itself a mismatch: nothing may be taken for this database's without proof.
+    """
+    if not recorded:
+        return ['no database identity is recorded']
+    problems = []
+    for name in IDENTITY_FIELDS:
+        mine, theirs = recorded.get(name), current.get(name)
+        if mine is None or theirs is None:
+            continue
+        if str(mine) != str(theirs):
+            problems.append(f'{name} {mine} (recorded) vs {theirs} (target)')
+    return problems
