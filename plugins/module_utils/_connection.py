@@ -240,6 +240,37 @@ def connect(module: AnsibleModule) -> t.Any:
     return conn
 
 
+def connect_writable(module: AnsibleModule, application_name: str = APPLICATION_NAME,
+                     settings: dict[str, str] | None = None) -> t.Any:
+    """Open a read-write connection (dict cursors, autocommit off) for the modules that record or change.
+
+    ``settings`` (e.g. ``lock_timeout``, ``statement_timeout``) are set for the whole session, so they hold
+    whatever defaults the role or database carries. Our own writes are never logged as the application's
+    (``ledgermind.write_log = off``, read by the write-log trigger).
+    """
+    ensure_psycopg2(module)
+    params = module.params
+    kwargs = build_connect_kwargs(params)
+    kwargs['application_name'] = application_name
+    try:
+        conn = psycopg2.connect(cursor_factory=psycopg2.extras.RealDictCursor, **kwargs)
+    except Exception as e:  # noqa: BLE001 - psycopg2.Error or a malformed option; never a traceback
+        fail(module, connection_error_message(str(e), target_of(params)))
+    wanted = {'statement_timeout': _seconds(params.get('query_timeout')),
+              'lock_timeout': _seconds(params.get('lock_timeout')),
+              'ledgermind.write_log': 'off'}
+    wanted.update(settings or {})
+    try:
+        with conn.cursor() as cur:
+            for name, value in wanted.items():
+                cur.execute('SELECT set_config(%s, %s, false)', (name, value))
+        conn.commit()
+    except psycopg2.Error as e:
+        conn.close()
+        fail(module, query_error_message(e.pgcode, str(e), params.get('lock_timeout'), params.get('query_timeout')))
+    return conn
+
+
 def _seconds(value: int | None) -> str:
     """PostgreSQL duration for a timeout in seconds; 0 or None disables it."""
     return f'{int(value)}s' if value else '0'
