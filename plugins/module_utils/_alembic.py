@@ -109,13 +109,26 @@ def last_error_line(result: Any) -> str:
     """The line worth showing from a failed Alembic run: its ``FAILED:`` line (Alembic prints
     those on stdout) or the last exception line of a traceback on stderr."""
     lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
+    # A failed statement is often followed by SQLAlchemy's PendingRollbackError, which hides the cause:
+    # the database's own error (psycopg2.errors.QueryCanceled: canceling statement ...) says what happened.
+    for line in lines:
+        if line.startswith(("psycopg2.errors.", "psycopg2.OperationalError", "psycopg.errors.")):
+            return line
     for line in reversed(lines):
         if line.startswith("FAILED:") or "Error" in line.split(":", 1)[0]:
             return line
     return lines[-1] if lines else ""
 
 
-def lock_timeout_options(lock_timeout_ms: int, existing: str = "") -> str:
-    """PGOPTIONS carrying the lock budget, keeping options the caller already set."""
-    option = f"-c lock_timeout={int(lock_timeout_ms)}"
-    return (existing + " " + option).strip() if existing else option
+def session_options(settings: dict[str, Any], existing: str = "") -> str:
+    """PGOPTIONS carrying our session settings after any options the caller already set (the last wins).
+
+    Values are integers (milliseconds) or plain words; a space or backslash would need libpq's escaping.
+    """
+    options = []
+    for name, value in settings.items():
+        text = str(int(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        if not re.fullmatch(r"[\w.:-]+", text):
+            raise ValueError(f"session setting {name}={text!r} has characters PGOPTIONS cannot carry")
+        options.append(f"-c {name}={text}")
+    return " ".join(([existing.strip()] if existing.strip() else []) + options)

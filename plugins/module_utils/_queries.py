@@ -256,8 +256,13 @@ def index_mismatches(info: dict[str, t.Any], expect: dict[str, t.Any]) -> list[s
     opclasses = info.get('opclasses') or []
     if expect.get('opclass') and (not opclasses or any(o != expect['opclass'] for o in opclasses)):
         problems.append(f"operator class is {', '.join(opclasses) or 'none'}, expected {expect['opclass']}")
-    if expect.get('column') and list(info.get('columns') or []) != [expect['column']]:
-        problems.append(f"indexed columns are [{', '.join(info.get('columns') or [])}], expected [{expect['column']}]")
+    # A plain column key is compared by its attribute name (pg_get_indexdef quotes "Tok Ens"); an expression
+    # key is never the column, whatever its text.
+    columns = list(info.get('columns') or [])
+    expressions = list(info.get('expressions') or [False] * len(columns))
+    if expect.get('column') and (columns != [expect['column']] or any(expressions)):
+        shown = ', '.join(f'expression {c}' if e else c for c, e in zip(columns, expressions, strict=False))
+        problems.append(f"indexed columns are [{shown}], expected [{expect['column']}]")
     if expect.get('require_valid') and not info.get('valid'):
         problems.append('index is INVALID (indisvalid = false; e.g. a failed CREATE INDEX CONCURRENTLY): '
                         'drop and recreate it')
@@ -314,8 +319,12 @@ SELECT ci.relname::text AS name,
        i.indisprimary AS is_primary,
        pg_catalog.pg_get_indexdef(ci.oid) AS definition,
        pg_catalog.pg_relation_size(ci.oid) AS size_bytes,
-       ARRAY(SELECT pg_catalog.pg_get_indexdef(ci.oid, k, true)
-             FROM generate_series(1, i.indnkeyatts::int) AS k ORDER BY k) AS columns,
+       ARRAY(SELECT coalesce(a.attname::text, pg_catalog.pg_get_indexdef(ci.oid, k, true))
+             FROM generate_series(1, i.indnkeyatts::int) AS k
+             LEFT JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k - 1]
+             ORDER BY k) AS columns,
+       ARRAY(SELECT i.indkey[k - 1] = 0
+             FROM generate_series(1, i.indnkeyatts::int) AS k ORDER BY k) AS expressions,
        ARRAY(SELECT opc.opcname::text
              FROM unnest(i.indclass::oid[]) WITH ORDINALITY AS u(opc_oid, ord)
              JOIN pg_catalog.pg_opclass AS opc ON opc.oid = u.opc_oid
@@ -591,6 +600,157 @@ def reindex_concurrently(conn: t.Any, schema: str, name: str) -> None:
     """Rebuild an index without blocking writes; ``conn`` must be in autocommit mode."""
     with conn.cursor() as cur:
         cur.execute(sql.SQL('REINDEX INDEX CONCURRENTLY {}.{}').format(sql.Identifier(schema), sql.Identifier(name)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Run history: one row per migrate or rollback run, in the target database (pg_run_record)
+# ---------------------------------------------------------------------------------------------
+
+# Serialises the creation of the history schema and the start of runs on one database.
+HISTORY_LOCK_SQL = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('ledgermind.migrations run history'))"
+
+HISTORY_DDL = (
+    'CREATE SCHEMA IF NOT EXISTS {hs}',
+    """CREATE TABLE IF NOT EXISTS {hs}.database_instance (
+    database_uuid uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    singleton boolean NOT NULL DEFAULT true UNIQUE CHECK (singleton))""",
+    'INSERT INTO {hs}.database_instance DEFAULT VALUES ON CONFLICT DO NOTHING',
+    """CREATE TABLE IF NOT EXISTS {hs}.run_history (
+    id bigserial PRIMARY KEY,
+    run_id text NOT NULL UNIQUE,
+    kind text NOT NULL CHECK (kind IN ('migrate', 'rollback')),
+    status text NOT NULL,
+    phase text,
+    system_identifier text,
+    database text NOT NULL,
+    database_oid bigint,
+    database_uuid uuid,
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    table_oid bigint,
+    column_name text,
+    revision_before text,
+    revision_after text,
+    type_before text,
+    type_after text,
+    fingerprint text,
+    fingerprint_sums jsonb,
+    row_count bigint,
+    backup_path text,
+    backup_size bigint,
+    backup_sha256 text,
+    mode text,
+    operator text,
+    controller text,
+    started_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    finished_at timestamptz,
+    details jsonb NOT NULL DEFAULT '{{}}')""",
+    # One run at a time per table: a second start meets this index.
+    """CREATE UNIQUE INDEX IF NOT EXISTS run_history_one_running
+    ON {hs}.run_history (table_schema, table_name) WHERE status = 'running'""",
+    "COMMENT ON TABLE {hs}.run_history IS 'ledgermind.migrations: what each migrate and rollback run did, "
+    "for the rollback to find its backup by identity'",
+)
+
+# Columns a run may set or update (the rest are the identity, set at start, and the timestamps).
+RUN_FIELDS = ('status', 'phase', 'revision_before', 'revision_after', 'type_before', 'type_after', 'fingerprint',
+              'fingerprint_sums', 'row_count', 'backup_path', 'backup_size', 'backup_sha256', 'mode', 'operator',
+              'controller')
+RUN_JSON_FIELDS = ('fingerprint_sums',)
+RUN_STATUSES = ('running', 'passed', 'failed', 'rolled_back', 'interrupted', 'nothing_to_do')
+
+HISTORY_PRESENT_SQL = ("SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.run_history', %(hs)s)) IS NOT NULL"
+                       " AS present")
+
+# The runs of one table of this database, newest first: a restored or recreated database (another
+# uuid) or another cluster's copy (another system identifier) never matches.
+RUNS_SQL = """
+SELECT *, extract(epoch FROM pg_catalog.now() - heartbeat_at)::float8 AS heartbeat_age_seconds
+FROM {hs}.run_history
+WHERE table_schema = %(schema)s AND table_name = %(table)s AND database = %(database)s
+  AND (database_uuid IS NULL OR %(database_uuid)s::uuid IS NULL OR database_uuid = %(database_uuid)s::uuid)
+  AND (system_identifier IS NULL OR %(system_identifier)s::text IS NULL OR system_identifier = %(system_identifier)s)
+ORDER BY started_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+# Our own sessions on this database (every ledgermind client sets an application_name starting
+# with "ledgermind"): a "running" record with one of them active is a run still at work.
+OUR_SESSIONS_SQL = """
+SELECT pid, application_name, state, backend_type,
+       extract(epoch FROM pg_catalog.now() - coalesce(xact_start, backend_start))::float8 AS seconds,
+       left(query, 200) AS query
+FROM pg_catalog.pg_stat_activity
+WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid()
+  AND application_name LIKE 'ledgermind%%'
+ORDER BY backend_start
+"""
+
+# A column's type as PostgreSQL spells it (text[], jsonb); no row when the table or column is missing.
+COLUMN_TYPE_SQL = """
+SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS column_type
+FROM pg_catalog.pg_attribute AS a
+WHERE a.attrelid = pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %(schema)s, %(table)s))
+  AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+# An index's presence and validity, by name in the table's schema.
+INDEX_STATE_SQL = """
+SELECT i.indisvalid AS valid, i.indisready AS ready
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s
+"""
+
+# Cumulative row writes on the table since the statistics were last reset: what a restore would discard
+# is at most the difference from when the backup was taken (a restore recreates the table, and its counts).
+TABLE_WRITES_SQL = """
+SELECT n_tup_ins::bigint AS inserted, n_tup_upd::bigint AS updated, n_tup_del::bigint AS deleted,
+       n_live_tup::bigint AS live_rows, pg_catalog.pg_stat_get_db_stat_reset_time(
+           (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))::text AS stats_reset
+FROM pg_catalog.pg_stat_user_tables
+WHERE relid = %(table_oid)s::oid
+"""
+
+INSERT_RUN_SQL = """
+INSERT INTO {hs}.run_history (run_id, kind, status, phase, system_identifier, database, database_oid, database_uuid,
+                              table_schema, table_name, table_oid, column_name, type_before, mode, operator, controller,
+                              details)
+VALUES (%(run_id)s, %(kind)s, 'running', 'start', %(system_identifier)s, %(database)s, %(database_oid)s,
+        %(database_uuid)s::uuid, %(schema)s, %(table)s, %(table_oid)s, %(column)s, %(column_type)s, %(mode)s,
+        %(operator)s, %(controller)s, %(details)s::jsonb)
+RETURNING *
+"""
+
+MARK_INTERRUPTED_SQL = """
+UPDATE {hs}.run_history
+SET status = 'interrupted', finished_at = pg_catalog.now(),
+    details = details || pg_catalog.jsonb_build_object('interrupted_by', %(run_id)s::text,
+                                                       'interrupted_note', %(note)s::text)
+WHERE id = %(id)s AND status = 'running'
+RETURNING *
+"""
+
+
+def update_run_sql(history_schema: str, fields: t.Sequence[str], finish: bool) -> t.Any:
+    """``UPDATE run_history SET <fields>, heartbeat [, finished_at], details || %(details)s WHERE run_id``."""
+    sets = [sql.SQL('{} = %({})s{}').format(sql.Identifier(name), sql.SQL(name),
+                                             sql.SQL('::jsonb' if name in RUN_JSON_FIELDS else ''))
+            for name in fields]
+    sets.append(sql.SQL('heartbeat_at = pg_catalog.now()'))
+    sets.append(sql.SQL("details = details || %(details)s::jsonb"))
+    if finish:
+        sets.append(sql.SQL('finished_at = pg_catalog.now()'))
+    return sql.SQL('UPDATE {}.run_history SET {} WHERE run_id = %(run_id)s RETURNING *').format(
+        sql.Identifier(history_schema), sql.SQL(', ').join(sets))
+
+
+def history_sql(statement: str, history_schema: str) -> t.Any:
+    """One of the statements above with the history schema's name quoted in."""
+    return sql.SQL(statement).format(hs=sql.Identifier(history_schema))
 
 
 # ---------------------------------------------------------------------------------------------

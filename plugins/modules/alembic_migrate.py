@@ -18,6 +18,12 @@ description:
   - Already at the revision, nothing runs and nothing changes. An index named in O(repair_invalid_indexes)
     that an earlier failed run left INVALID is rebuilt with C(REINDEX INDEX CONCURRENTLY).
   - In check mode the module reads the current revision, and shows the SQL Alembic would run (C(--sql)).
+  - Alembic's sessions run with settings the module chooses (O(lock_timeout_ms), O(statement_timeout_ms),
+    O(idle_in_transaction_timeout_ms)), given as connection options, which beat whatever the role or database
+    sets by default (C(ALTER ROLE ... SET statement_timeout)).
+  - Whether anything changed is read from the database, not from Alembic's exit: the state (revision, and the
+    type of O(state_column) and the presence and validity of O(state_index) when given) before and after.
+    A failed move that changed the schema is returned as RV(partial), with both states in the message.
 version_added: 0.1.0
 author:
   - LedgerMind SRE (@ledgermind)
@@ -63,6 +69,30 @@ options:
     description: Longest time one try may wait for a lock before PostgreSQL cancels it.
     type: int
     default: 3000
+  statement_timeout_ms:
+    description: Longest time one statement of Alembic's may run; C(0) lets it run as long as it needs.
+    type: int
+    default: 0
+  idle_in_transaction_timeout_ms:
+    description:
+      - Ends an Alembic session left idle inside a transaction this long (for example by a killed controller),
+        so its locks do not outlive it. C(0) disables it.
+    type: int
+    default: 60000
+  state_column:
+    description: A column of O(monitor_table) whose type is part of the state read before and after the move.
+    type: str
+  state_index:
+    description: An index in O(monitor_schema) whose presence and validity are part of the state.
+    type: str
+  assume_revision:
+    description:
+      - The revision the schema already is at although Alembic's version table says otherwise, for example after
+        an upgrade that changed the column and then failed before Alembic recorded it (a half-applied upgrade).
+      - When the version table says anything else than O(assume_revision), it is first set to it with
+        C(alembic stamp), so that the move runs from what the schema really is. Only the caller can know this:
+        the module never guesses it.
+    type: str
   retries:
     description: How many tries at most.
     type: int
@@ -190,6 +220,23 @@ repaired_indexes:
   returned: always
   type: list
   elements: str
+state_before:
+  description: The state before the move, read from the database.
+  returned: always
+  type: dict
+  sample: {revision: 20251109_add_user_name_picture, column_type: "text[]", index_exists: false, index_valid: false}
+state_after:
+  description: The state after the move (the same as RV(state_before) in check mode).
+  returned: always
+  type: dict
+partial:
+  description: The move failed after changing the state (a half-applied migration).
+  returned: always
+  type: bool
+stamped:
+  description: The revision the version table was stamped to first (O(assume_revision)), else empty.
+  returned: always
+  type: str
 sql:
   description: In check mode, the SQL Alembic would run (C(alembic upgrade FROM:TO --sql)).
   returned: check mode, when a move is pending and O(show_sql) is true
@@ -209,9 +256,9 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._alembic imp
     backoff_delays,
     is_retryable,
     last_error_line,
-    lock_timeout_options,
     parse_history,
     running_lines,
+    session_options,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
     build_connect_kwargs,
@@ -224,6 +271,8 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError, to_url
 from ansible_collections.ledgermind.migrations.plugins.module_utils._lock_monitor import LockMonitor
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+    COLUMN_TYPE_SQL,
+    INDEX_STATE_SQL,
     LOCK_HOLDERS_SQL,
     current_alembic_revision,
     invalid_indexes,
@@ -260,7 +309,13 @@ class Alembic:
         self.env.update({str(k): str(v) for k, v in params["extra_env"].items()})
         self.env[params["database_url_env"]] = url
         self.env["PGAPPNAME"] = APPLICATION_NAME
-        self.env["PGOPTIONS"] = lock_timeout_options(params["lock_timeout_ms"], self.env.get("PGOPTIONS", ""))
+        # Connection options beat the role's and database's defaults. Our own writes stay out of the write log.
+        self.env["PGOPTIONS"] = session_options({
+            "lock_timeout": params["lock_timeout_ms"],
+            "statement_timeout": params["statement_timeout_ms"],
+            "idle_in_transaction_session_timeout": params["idle_in_transaction_timeout_ms"],
+            "ledgermind.write_log": "off",
+        }, self.env.get("PGOPTIONS", ""))
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.executable, "-c", self.config, *args], cwd=self.cwd, env=self.env,
@@ -320,14 +375,38 @@ def writable_connection(params: dict[str, Any]) -> Any:
     return psycopg2.connect(**build_connect_kwargs(params))
 
 
-def read_revision(module: AnsibleModule) -> str:
+def read_state(module: AnsibleModule) -> dict[str, Any]:
+    """The revision, and the watched column's type and index, as the database has them now."""
+    params = module.params
     conn = connect(module)
     try:
-        return current_alembic_revision(conn, module.params["version_table"]) or BASE
+        state: dict[str, Any] = {"revision": current_alembic_revision(conn, params["version_table"]) or BASE}
+        with conn.cursor() as cur:
+            if params["state_column"]:
+                cur.execute(COLUMN_TYPE_SQL, {"schema": params["monitor_schema"], "table": params["monitor_table"],
+                                              "column": params["state_column"]})
+                row = cur.fetchone()
+                state["column_type"] = row["column_type"] if row else None
+            if params["state_index"]:
+                cur.execute(INDEX_STATE_SQL, {"schema": params["monitor_schema"], "name": params["state_index"]})
+                row = cur.fetchone()
+                state.update(index_exists=row is not None, index_valid=bool(row and row["valid"]))
+        return state
     except Exception as exc:  # psycopg2.Error: a clear message, never a traceback
         fail_on_query_error(module, conn, exc, module.params["version_table"])
     finally:
         close(conn)
+
+
+def describe_state(state: dict[str, Any]) -> str:
+    """``revision X, column jsonb, index present but INVALID`` for messages."""
+    parts = [f"revision {state.get('revision')}"]
+    if "column_type" in state:
+        parts.append(f"column {state['column_type'] or 'missing'}")
+    if "index_exists" in state:
+        parts.append("index " + ("missing" if not state["index_exists"]
+                                 else "valid" if state["index_valid"] else "present but INVALID"))
+    return ", ".join(parts)
 
 
 def repair_indexes(module: AnsibleModule) -> list[str]:
@@ -354,6 +433,13 @@ def repair_indexes(module: AnsibleModule) -> list[str]:
     return broken
 
 
+def stamp(module: AnsibleModule, alembic: Alembic, revision: str) -> None:
+    """Records ``revision`` in the version table without running anything (a half-applied upgrade)."""
+    result = alembic.run("stamp", revision)
+    if result.returncode != 0:
+        fail(module, f"alembic stamp {revision} failed: {last_error_line(result)}. Nothing else was run.")
+
+
 def main() -> None:
     argument_spec = postgres_connection_argument_spec()
     argument_spec.update(
@@ -365,11 +451,16 @@ def main() -> None:
         database_url_env=dict(type="str", default="DATABASE_URL"),
         extra_env=dict(type="dict", default={}),
         lock_timeout_ms=dict(type="int", default=3000),
+        statement_timeout_ms=dict(type="int", default=0),
+        idle_in_transaction_timeout_ms=dict(type="int", default=60000),
         retries=dict(type="int", default=5),
         retry_delay=dict(type="float", default=2.0),
         max_retry_delay=dict(type="float", default=30.0),
         monitor_table=dict(type="str", default="ml_features"),
         monitor_schema=dict(type="str", default="public"),
+        state_column=dict(type="str"),
+        state_index=dict(type="str"),
+        assume_revision=dict(type="str"),
         sample_interval=dict(type="float", default=0.2),
         repair_invalid_indexes=dict(type="list", elements="str", default=[]),
         allowed_current=dict(type="list", elements="str", default=[]),
@@ -380,10 +471,13 @@ def main() -> None:
     params = module.params
     if params["retries"] < 1 or params["lock_timeout_ms"] < 1:
         fail(module, "retries and lock_timeout_ms must be at least 1.")
+    if params["statement_timeout_ms"] < 0 or params["idle_in_transaction_timeout_ms"] < 0:
+        fail(module, "statement_timeout_ms and idle_in_transaction_timeout_ms must be 0 (off) or more.")
     target = params["revision"]
-    if target in ("head", "heads") or target.startswith(("+", "-")) or "@" in target:
-        fail(module, f"revision must be an exact revision id, not {target!r}: relative moves are what "
-                     "the runbook warns about (alembic downgrade -1 blindly).")
+    for name, value in (("revision", target), ("assume_revision", params["assume_revision"])):
+        if value and (value in ("head", "heads") or value.startswith(("+", "-")) or "@" in value):
+            fail(module, f"{name} must be an exact revision id, not {value!r}: relative moves are what "
+                         "the runbook warns about (alembic downgrade -1 blindly).")
 
     try:
         url = application_url(params)
@@ -391,45 +485,62 @@ def main() -> None:
         fail(module, f"database_url: {exc}")
     alembic = Alembic(module, url)
     history = parse_history(alembic.must("history"))
-    if not history.known(target):
-        fail(module, "revision {} is not in this Alembic project's history ({}): is project_dir the application's "
-                     "backend at the right release?".format(target, ", ".join(history.revisions) or "empty"))
-    current = read_revision(module)
+    for name in ("revision", "assume_revision"):
+        if params[name] and not history.known(params[name]):
+            fail(module, "{} {} is not in this Alembic project's history ({}): is project_dir the application's "
+                         "backend at the right release?".format(name, params[name],
+                                                                ", ".join(history.revisions) or "empty"))
+    state_before = read_state(module)
+    recorded = state_before["revision"]
+    # The revision the move starts from: the schema's real one when the caller knows better than the version table.
+    current = params["assume_revision"] or recorded
     if params["allowed_current"] and current not in params["allowed_current"] and current != target:
         allowed = ", ".join(params["allowed_current"])
         fail(module, f"the database is at revision {current}; expected one of {allowed} before moving to {target}. "
-                     "Nothing was changed.", current_before=current)
+                     "Nothing was changed.", current_before=recorded, state_before=state_before)
     try:
         direction = history.direction(current, target)
     except ValueError as exc:
-        fail(module, f"cannot move from {current}: {exc}. Nothing was changed.", current_before=current)
+        fail(module, f"cannot move from {current}: {exc}. Nothing was changed.", current_before=recorded,
+             state_before=state_before)
+    to_stamp = params["assume_revision"] if params["assume_revision"] and recorded != params["assume_revision"] else ""
     result: dict[str, Any] = {
-        "changed": False, "revision": target, "current_before": current, "current_after": current,
+        "changed": False, "revision": target, "current_before": recorded, "current_after": recorded,
         "direction": direction or "none", "known_revisions": sorted(history.revisions),
         "pending": history.path(current, target) if direction else [], "output": [], "attempts": [],
         "duration_seconds": 0.0, "lock_waits": {}, "repaired_indexes": [],
+        "state_before": state_before, "state_after": state_before, "partial": False, "stamped": to_stamp,
     }
-    if direction and module.check_mode:
-        if params["show_sql"]:
+    if (direction or to_stamp) and module.check_mode:
+        if direction and params["show_sql"]:
             result["sql"] = alembic.must(direction, f"{current}:{target}", "--sql")
         result["changed"] = True
         module.exit_json(**result)
+    if to_stamp:
+        stamp(module, alembic, to_stamp)
     if direction:
         moved = move(module, alembic, direction, lambda: writable_connection(params))
         result.update({k: moved[k] for k in ("attempts", "output", "lock_waits", "duration_seconds")})
-        result["current_after"] = read_revision(module)
-        result["changed"] = True
+        state_after = read_state(module)
+        result.update(state_after=state_after, current_after=state_after["revision"])
+        # Decided from the database, not from Alembic's exit.
+        result["changed"] = state_after != state_before
         if not moved["ok"]:
             last = moved["attempts"][-1]
             why = (f"gave up after {len(moved['attempts'])} tries, each waiting at most {params['lock_timeout_ms']} ms "
                    "for a lock held by another session") if last["lock_timeout"] else last["error"]
-            result["changed"] = result["current_after"] != current
-            fail(module, "alembic {} {} failed: {}. The database is at revision {}.".format(
-                direction, target, why, result["current_after"]), **{k: v for k, v in result.items() if k != "changed"})
+            result["partial"] = result["changed"]
+            before, after = describe_state(state_before), describe_state(state_after)
+            told = (f"It changed the schema before failing (half-applied): was {before}, now {after}."
+                    if result["partial"] else f"Nothing was changed: {after}.")
+            fail(module, f"alembic {direction} {target} failed: {why}. {told}",
+                 **{k: v for k, v in result.items() if k != "changed"})
     if params["repair_invalid_indexes"]:
         broken = repair_indexes(module)
         result["repaired_indexes"] = broken
-        result["changed"] = result["changed"] or bool(broken)
+        if broken:
+            result["state_after"] = read_state(module)
+    result["changed"] = result["state_after"] != state_before or bool(result["repaired_indexes"])
     module.exit_json(**result)
 
 

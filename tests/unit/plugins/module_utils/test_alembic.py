@@ -9,9 +9,9 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._alembic imp
     backoff_delays,
     is_retryable,
     last_error_line,
-    lock_timeout_options,
     parse_history,
     running_lines,
+    session_options,
 )
 
 HISTORY = """\
@@ -108,5 +108,9 @@ def test_backoff_doubles_up_to_the_cap(retries: int, first: float, maximum: floa
 
 
 def test_lock_timeout_keeps_existing_pgoptions() -> None:
-    assert lock_timeout_options(3000) == "-c lock_timeout=3000"
-    assert lock_timeout_options(500, "-c search_path=app") == "-c search_path=app -c lock_timeout=500"
+    assert session_options({"lock_timeout": 3000}) == "-c lock_timeout=3000"
+    assert session_options({"lock_timeout": 500}, "-c search_path=app") == "-c search_path=app -c lock_timeout=500"
+    assert session_options({"statement_timeout": 0, "ledgermind.write_log": "off"}) == (
+        "-c statement_timeout=0 -c ledgermind.write_log=off")
+    with pytest.raises(ValueError):
+        session_options({"application_name": "has space"})
