@@ -45,6 +45,8 @@ options:
   expected_column:
     description:
       - Column the index must cover, alone (the index key must be exactly this one column).
+      - Compared with the column's name as the catalog stores it, unquoted and case-sensitive (V(Tok Ens), not
+        V("Tok Ens")). An expression key never matches, whatever its text.
     type: str
   require_valid:
     description:
@@ -161,7 +163,8 @@ opclasses:
   elements: str
   sample: [jsonb_ops]
 columns:
-  description: Key columns (or expressions) of the index.
+  description:
+    - Key columns of the index, by name (unquoted); an expression key as C(pg_get_indexdef) prints it.
   returned: when the index exists
   type: list
   elements: str

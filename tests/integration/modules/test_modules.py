@@ -373,6 +373,43 @@ def test_index_missing_and_rollback(before: Any, db_url: str) -> None:
     assert r['failed'] and 'expect_exists is false' in r['msg']
 
 
+QUOTED_TABLE = 'ML Features'
+QUOTED_INDEX = 'ix ml features "Tok Ens"'
+
+
+@pytest.fixture
+def quoted(db: Any) -> Any:
+    """A table and column whose names need quoting, a GIN index on the column and an expression index."""
+    execute(db, 'DROP TABLE IF EXISTS "ML Features"')
+    execute(db, 'CREATE TABLE "ML Features" (txn_id bigint PRIMARY KEY, "Tok Ens" jsonb, merchant text)')
+    execute(db, 'INSERT INTO "ML Features" VALUES (1, \'["a"]\', \'M1\'), (2, NULL, \'m2\')')
+    execute(db, 'CREATE INDEX "ix ml features ""Tok Ens""" ON "ML Features" USING gin ("Tok Ens" jsonb_ops)')
+    execute(db, 'CREATE INDEX ix_lower_merchant ON "ML Features" (lower(merchant))')
+    return db
+
+
+def test_index_on_a_column_that_needs_quoting(quoted: Any, db_url: str) -> None:
+    """expected_column is the column's name, compared with the catalog's attribute name, never a quoted text."""
+    r = run('pg_index_check', dict(database_url=db_url, table=QUOTED_TABLE, name=QUOTED_INDEX,
+                                   expected_method='gin', expected_opclass='jsonb_ops', expected_column='Tok Ens'))
+    assert not r.get('failed'), r.get('msg')
+    assert r['columns'] == ['Tok Ens'] and r['mismatches'] == []
+    assert r['definition'].endswith('USING gin ("Tok Ens")')
+    r = run('pg_index_check', dict(database_url=db_url, table=QUOTED_TABLE, name=QUOTED_INDEX,
+                                   expected_column='"Tok Ens"'))
+    assert r['failed'] and r['mismatches'] == ['indexed columns are [Tok Ens], expected ["Tok Ens"]']
+
+
+def test_an_expression_key_never_matches_expected_column(quoted: Any, db_url: str) -> None:
+    r = run('pg_index_check', dict(database_url=db_url, table=QUOTED_TABLE, name='ix_lower_merchant'))
+    assert not r.get('failed') and r['columns'] == ['lower(merchant)']
+    for column in ('lower(merchant)', 'merchant'):
+        r = run('pg_index_check', dict(database_url=db_url, table=QUOTED_TABLE, name='ix_lower_merchant',
+                                       expected_column=column))
+        assert r['failed'], column
+        assert r['mismatches'] == [f'indexed columns are [expression lower(merchant)], expected [{column}]']
+
+
 def test_index_plan_query_errors(after: Any, db_url: str) -> None:
     r = index_check(db_url, plan_query='DELETE FROM ml_features')
     assert r['failed'] and r['msg'] == 'plan_query must be a SELECT (or WITH/VALUES/TABLE) statement'

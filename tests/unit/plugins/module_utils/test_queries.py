@@ -267,6 +267,21 @@ def test_index_mismatches(changes: dict, problems: list) -> None:
         assert got.startswith(want)
 
 
+@pytest.mark.parametrize(('columns', 'expressions', 'expected', 'problems'), [
+    (['Tok Ens'], [False], 'Tok Ens', []),
+    (['Tok Ens'], [False], '"Tok Ens"', ['indexed columns are [Tok Ens], expected ["Tok Ens"]']),
+    (['tokens'], [True], 'tokens', ['indexed columns are [expression tokens], expected [tokens]']),
+    (['lower(merchant)'], [True], 'lower(merchant)',
+     ['indexed columns are [expression lower(merchant)], expected [lower(merchant)]']),
+    (['tokens', 'lower(merchant)'], [False, True], 'tokens',
+     ['indexed columns are [tokens, expression lower(merchant)], expected [tokens]']),
+])
+def test_index_mismatches_compare_column_names_and_never_expressions(columns, expressions, expected,
+                                                                     problems) -> None:
+    info = dict(GOOD_INDEX, columns=columns, expressions=expressions)
+    assert q.index_mismatches(info, dict(ALL_EXPECTED, column=expected)) == problems
+
+
 def test_index_mismatches_ignores_unset_expectations() -> None:
     broken = dict(GOOD_INDEX, method='btree', opclasses=['x'], columns=['y'], valid=False, table='z')
     assert q.index_mismatches(broken, {'require_valid': False}) == []

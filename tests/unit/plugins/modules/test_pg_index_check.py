@@ -11,7 +11,7 @@ BASE = {'database_url': 'postgresql://u:hunter2@db/ledgermind', 'name': 'ix_ml_f
 INDEX_ROW = {'name': 'ix_ml_features_tokens_gin', 'schema': 'public', 'table': 'ml_features', 'method': 'gin',
              'valid': True, 'ready': True, 'is_unique': False, 'is_primary': False,
              'definition': 'CREATE INDEX ix_ml_features_tokens_gin ON public.ml_features USING gin (tokens)',
-             'size_bytes': 24576, 'columns': ['tokens'], 'opclasses': ['jsonb_ops']}
+             'size_bytes': 24576, 'columns': ['tokens'], 'expressions': [False], 'opclasses': ['jsonb_ops']}
 EXPECT = {'table': 'ml_features', 'expected_method': 'gin', 'expected_opclass': 'jsonb_ops',
           'expected_column': 'tokens'}
 PLAN_QUERY = "SELECT txn_id FROM ml_features WHERE tokens @> '[\"test\"]'::jsonb"
