@@ -17,6 +17,9 @@ description:
     once (a play delegating the report to the controller) all succeed.
   - Each file is flushed to disk (fsync) before it takes its final name.
   - One module run writes all the files, so the sign-off writes its JSON and Markdown together.
+  - A file that cannot be written (a full disk, a directory in its place, a directory that cannot be made) does
+    not stop the others; the module then fails, listing in RV(errors) each file it did not write and why, and in
+    RV(written) only the files it did write.
 author:
   - LedgerMind SRE (@ledgermind)
 options:
@@ -71,22 +74,40 @@ EXAMPLES = r'''
 
 RETURN = r'''
 paths:
-  description: Absolute paths of the files, in the order given.
+  description:
+    - Absolute paths of the files that hold their given content now (written by this run or already identical),
+      in the order given. All of them on success; never a file that could not be written.
   returned: always
   type: list
   elements: str
   sample: [/var/log/ledgermind/reports/tokens_migrate_db1_20261129T020000Z.json]
 written:
-  description: The files whose content was new or different (in check mode, would be).
+  description: The files this run wrote, their content new or different (in check mode, those it would write).
   returned: always
   type: list
   elements: str
+errors:
+  description: Each file that could not be written, with the reason (empty on success).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: Absolute path of the file.
+      type: str
+    error:
+      description: Why it was not written.
+      type: str
+  sample:
+    - path: /var/log/ledgermind/reports/tokens_migrate_db1_20261129T020000Z.md
+      error: "[Errno 28] No space left on device"
 created_directory:
-  description: Whether O(path) was missing (and, outside check mode, created).
+  description: Whether O(path) was missing and this run created it (in check mode, would create it).
   returned: always
   type: bool
 '''
 
+import errno
 import os
 import tempfile
 import typing as t
@@ -150,11 +171,19 @@ def make_directories(directory: str, mode: int) -> list[str]:
             os.mkdir(path, mode)
         except FileExistsError:
             if not os.path.isdir(path):
-                raise
+                raise NotADirectoryError(errno.ENOTDIR, 'Not a directory (a file is in the way)', path) from None
             continue
         os.chmod(path, mode)  # mkdir's mode is filtered by the umask
         created.append(path)
     return created
+
+
+def describe_errors(errors: dict[str, str]) -> str:
+    """``a.json, a.md: reason; b.md: other reason``: files sharing a reason named together, in order."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in errors.items():
+        by_reason.setdefault(reason, []).append(os.path.basename(path))
+    return '; '.join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
 
 
 def main() -> None:
@@ -180,24 +209,37 @@ def main() -> None:
         module.fail_json(msg=f"file names must be plain names inside path, not {', '.join(map(repr, bad))}.")
     if len(set(names)) != len(names):
         module.fail_json(msg='file names must be distinct.')
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        module.fail_json(msg=f'{directory} exists and is not a directory; choose another report directory.')
-
-    created = not os.path.isdir(directory)
     planned = [(os.path.join(directory, f['name']), f['content'].encode('utf-8')) for f in p['files']]
-    paths = [path for path, _data in planned]
-    written = [path for path, data in planned if created or not unchanged(path, data, mode)]
-    result = dict(changed=bool(written) or created, paths=paths, written=written, created_directory=created)
-    if module.check_mode:
-        module.exit_json(**result)
-    try:
-        if created:
-            make_directories(directory, directory_mode)
-        for path, data in planned:
-            if path in written:
+    missing = not os.path.isdir(directory)
+    pending = [path for path, data in planned if missing or not unchanged(path, data, mode)]
+    errors: dict[str, str] = {}
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        errors = dict.fromkeys(pending, f'{directory} exists and is not a directory; choose another report directory')
+    elif module.check_mode:
+        module.exit_json(changed=bool(pending) or missing, paths=[path for path, _data in planned], written=pending,
+                         errors=[], created_directory=missing)
+
+    created = False
+    if missing and not errors:
+        try:
+            created = bool(make_directories(directory, directory_mode))
+        except OSError as exc:
+            errors = dict.fromkeys(pending, f'cannot create {directory}: {exc}')
+    written = []
+    for path, data in planned:
+        if path in pending and path not in errors:
+            try:
                 write_atomically(path, data, mode)
-    except OSError as exc:
-        module.fail_json(msg=f'cannot write the report into {directory}: {exc}', **result)
+            except OSError as exc:
+                errors[path] = str(exc)
+            else:
+                written.append(path)
+    result = dict(changed=bool(written) or created, paths=[path for path, _data in planned if path not in errors],
+                  written=written, errors=[dict(path=path, error=error) for path, error in errors.items()],
+                  created_directory=created)
+    if errors:
+        module.fail_json(msg=f'cannot write {len(errors)} of {len(planned)} report files into {directory}: '
+                             f'{describe_errors(errors)}', **result)
     module.exit_json(**result)
 
 

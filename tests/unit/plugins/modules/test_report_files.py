@@ -50,10 +50,12 @@ def test_bad_names_are_refused_before_anything_is_written(run_module, tmp_path: 
     assert failed and message in result['msg'] and not (tmp_path / 'r').exists()
 
 
-def test_a_file_in_the_way_is_a_clear_error(run_module, tmp_path: Path) -> None:
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_a_file_in_the_way_is_a_clear_error(run_module, tmp_path: Path, check_mode: bool) -> None:
     (tmp_path / 'reports').write_text('not a directory')
-    failed, result, _ = run_module(report_files.main, dict(path=str(tmp_path / 'reports'), files=FILES))
-    assert failed and 'is not a directory' in result['msg']
+    failed, result, _ = run_module(report_files.main, dict(path=str(tmp_path / 'reports'), files=FILES,
+                                                           _ansible_check_mode=check_mode))
+    assert failed and 'is not a directory' in result['msg'] and result['written'] == []
 
 
 def test_a_bad_mode_is_a_clear_error(run_module, tmp_path: Path) -> None:
@@ -83,3 +85,41 @@ def test_hosts_creating_one_new_directory_at_once_all_succeed(tmp_path: Path) ->
         created = pool.map(_make, [target] * 16)
     assert os.path.isdir(target) and mode_of(Path(target)) == 0o750
     assert sorted(p for run in created for p in run) == sorted([str(tmp_path / 'shared'), target])
+
+
+def test_a_file_that_cannot_be_written_is_not_listed_as_written(run_module, tmp_path: Path) -> None:
+    """A directory where the Markdown file should go: the JSON is written, the Markdown is not, and says why."""
+    (tmp_path / 'run.md').mkdir()
+    failed, result, _ = run_module(report_files.main, dict(path=str(tmp_path), files=FILES))
+    assert failed
+    assert result['written'] == [str(tmp_path / 'run.json')] == result['paths']
+    assert [e['path'] for e in result['errors']] == [str(tmp_path / 'run.md')]
+    assert 'Is a directory' in result['errors'][0]['error']
+    assert result['msg'] == f"cannot write 1 of 2 report files into {tmp_path}: run.md: {result['errors'][0]['error']}"
+    assert (tmp_path / 'run.json').read_text(encoding='utf-8') == FILES[0]['content']
+    assert sorted(os.listdir(tmp_path)) == ['run.json', 'run.md']  # no temporary file left behind
+
+
+@pytest.mark.parametrize('blocker', ['reports', 'parent'])
+def test_a_directory_that_cannot_be_made_lists_nothing_written(run_module, tmp_path: Path, blocker: str) -> None:
+    """A file where the directory (or one of its parents) should be: no file written, each one's error given."""
+    if blocker == 'reports':
+        (tmp_path / 'reports').write_text('not a directory')
+        target = tmp_path / 'reports'
+    else:
+        (tmp_path / 'parent').write_text('not a directory')
+        target = tmp_path / 'parent' / 'reports'
+    failed, result, _ = run_module(report_files.main, dict(path=str(target), files=FILES))
+    assert failed and result['written'] == [] and result['paths'] == [] and not result['changed']
+    assert [e['path'] for e in result['errors']] == [str(target / 'run.json'), str(target / 'run.md')]
+    assert all('not a directory' in e['error'].lower() for e in result['errors']), result['errors']
+    assert result['msg'].startswith(f'cannot write 2 of 2 report files into {target}: run.json, run.md: ')
+
+
+def test_unchanged_files_are_listed_in_paths_but_not_written(run_module, tmp_path: Path) -> None:
+    failed, _first, _ = run_module(report_files.main, dict(path=str(tmp_path), files=FILES[:1]))
+    assert not failed
+    failed, result, _ = run_module(report_files.main, dict(path=str(tmp_path), files=FILES))
+    assert not failed and result['errors'] == []
+    assert result['written'] == [str(tmp_path / 'run.md')]
+    assert result['paths'] == [str(tmp_path / 'run.json'), str(tmp_path / 'run.md')]
