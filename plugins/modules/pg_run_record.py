@@ -379,7 +379,8 @@ def write(module: AnsibleModule, found: dict[str, t.Any]) -> dict[str, t.Any]:
                 cur.execute(history_sql(INSERT_RUN_SQL, hs), dict(
                     identity, run_id=params['run_id'], kind=params['kind'], mode=record.get('mode'),
                     operator=record.get('operator'), controller=record.get('controller') or socket.gethostname(),
-                    details=json.dumps(params['details'])))
+                    # What a later restore from this run's backup discards is counted from here.
+                    details=json.dumps(dict(params['details'], table_writes_at_start=found['table_writes']))))
                 fields = [n for n in params['record'] if n not in ('mode', 'operator', 'controller')]
                 if fields:
                     cur.execute(update_run_sql(hs, fields, finish=False), record_params(params))
