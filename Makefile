@@ -16,7 +16,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 setup: $(STAMP) $(COLLECTION_LINK) $(GET_PIP_CACHE)
 
 $(STAMP): requirements.txt requirements-dev.txt
-	scripts/setup_system
+	PYTHON=$(PYTHON) scripts/setup_system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt

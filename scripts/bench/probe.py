@@ -54,8 +54,11 @@ class WriterProbe:
         key = low
         try:
             with conn.cursor() as cur:
-                while (not self._stop.is_set() and len(self.latencies) < self.max_updates
-                       and time.perf_counter() - self._started < self.max_seconds):
+                # The first UPDATE runs whatever happens meanwhile: however fast the measured commands
+                # finish, the probe reports at least one write, never an empty (and meaningless) summary.
+                while not self.latencies or (
+                        not self._stop.is_set() and len(self.latencies) < self.max_updates
+                        and time.perf_counter() - self._started < self.max_seconds):
                     began = time.perf_counter()
                     try:
                         cur.execute(UPDATE_SQL, (key,))

@@ -1,6 +1,8 @@
 """Smoke test of `make bench` (scripts/bench): a tiny size, one repetition, real PostgreSQL and
 real ansible-playbook. Checks that the JSON, Markdown and PNG exist and are well-formed; it
-asserts no timing (the targets are measured by the bench, never by tests)."""
+asserts no timing (the targets are measured by the bench, never by tests): a duration is only
+checked to be a number, never to be above zero, because at this size a fast machine rounds a
+phase or a scan to 0.0. That a phase ran is judged by its tasks and steps instead."""
 from __future__ import annotations
 
 import json
@@ -21,8 +23,9 @@ ROWS = 200
 def bench_out(tmp_path_factory: pytest.TempPathFactory):
     url = reachable_server_url()
     out = tmp_path_factory.mktemp("bench")
+    # A guard against a hang, not a speed bound: about 100 s on a loaded 2-core machine.
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench"), "--sizes", str(ROWS), "--reps", "1",
-                           "--out", str(out), "--db", DB], cwd=REPO, capture_output=True, text=True, timeout=240,
+                           "--out", str(out), "--db", DB], cwd=REPO, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "DATABASE_URL": url}, check=False)
     try:
         yield out, proc
@@ -38,32 +41,44 @@ def test_bench_runs_and_prints_the_table(bench_out):
     assert "#### Targets (measured, not asserted)" in proc.stdout
 
 
+def measured(value) -> bool:
+    """A duration or ratio as the bench reports it: a number, never negative; how small is the machine's business."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
 def test_bench_json_is_complete(bench_out):
     out, _ = bench_out
     result = json.loads((out / "bench.json").read_text())
     assert result["reps"] == 1
     assert result["machine"]["cores"] >= 1
     size = result["sizes"][str(ROWS)]
+    raw = result["raw"][str(ROWS)][0]
     for phase in ("preflight", "backup", "migrate", "validate", "report", "overhead",
                   "rollback_downgrade", "rollback_validate", "rollback_report", "rollback_overhead"):
-        assert size["phases"][phase]["ours"] > 0, phase
+        assert measured(size["phases"][phase]["ours"]), (phase, size["phases"][phase])
+    # The tasks keep the phase task_phases gave them (a rollback's unattributed tasks say "overhead").
+    ran = {t["phase"] for t in raw["ours"]["tasks"]}
+    assert {"preflight", "backup", "migrate", "validate", "report", "overhead",
+            "rollback_downgrade", "rollback_validate", "rollback_report"} <= ran, ran
     for phase in ("preflight", "backup", "migrate", "validate", "rollback_downgrade", "rollback_validate"):
-        assert size["phases"][phase]["bare"] > 0, phase
-        assert size["phases"][phase]["ratio"] > 0, phase
+        assert measured(size["phases"][phase]["bare"]), (phase, size["phases"][phase])
+        assert measured(size["phases"][phase]["ratio"]), (phase, size["phases"][phase])
+    steps = {s["phase"] for s in raw["bare"]["steps"]}
+    assert {"preflight", "backup", "migrate", "validate", "rollback_downgrade", "rollback_validate"} <= steps, steps
     assert size["backup"]["plain_dump_bytes"] > 0 and size["backup"]["verified_bytes"] > 0
     for key in ("bare_migrate", "ours_migrate", "bare_rollback", "ours_rollback"):
-        assert size["probe"][key]["updates"] > 0, key
+        assert size["probe"][key]["updates"] > 0, key  # the probe's first UPDATE always runs
         assert size["probe"][key]["errors"] == 0, key
-        assert size["probe"][key]["max_blocked_ms_median"] >= 0, key
+        assert measured(size["probe"][key]["max_blocked_ms_median"]), key
     for state in ("text", "jsonb"):
-        assert size["scan"][state]["count_star_seconds"] > 0
-        assert size["scan"][state]["integrity_seconds"] > 0
+        assert measured(size["scan"][state]["count_star_seconds"]), size["scan"][state]
+        assert measured(size["scan"][state]["integrity_seconds"]), size["scan"][state]
+    assert raw["scan_text"]["column_type"] == "text[]" and raw["scan_jsonb"]["column_type"] == "jsonb"
+    # Peak RSS of a process that ran is never zero, however fast; the module is polled while it runs.
     assert size["memory"]["module"]["pg_jsonb_integrity"] > 0
     assert {"alembic_migrate", "pg_backup_archive"} <= set(size["memory"]["module"])
-    raw = result["raw"][str(ROWS)][0]
     assert raw["ours"]["migrate_verdict"] == "PASSED"
     assert raw["ours"]["rollback_verdict"] == "PASSED"
-    assert raw["scan_text"]["column_type"] == "text[]" and raw["scan_jsonb"]["column_type"] == "jsonb"
     names = {t["target"] for t in result["targets"]}
     assert "DB phases ours/bare" in names and "whole migrate playbook" in names
     assert all(t["met"] in (True, False, None) for t in result["targets"])
