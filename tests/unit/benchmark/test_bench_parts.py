@@ -95,15 +95,20 @@ def test_cli_sizes():
 
 
 def test_memory_walks_descendants_only():
-    module = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(8 << 20); time.sleep(0.6)",
-                               "AnsiballZ_fake_mod.py"])
-    stranger = subprocess.Popen(["sleep", "1"])  # not an ancestor of the fake module
+    # The fake module touches 32 MiB (so its peak RSS holds it), says so, then waits for stdin to close: the
+    # samples are taken while it is certainly alive and at its peak, however slow the machine.
+    child = "import sys; x = b'\\x01' * (32 << 20); print('ready', flush=True); sys.stdin.read()"
+    module = subprocess.Popen([sys.executable, "-c", child, "AnsiballZ_fake_mod.py"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    stranger = subprocess.Popen(["sleep", "600"])  # not an ancestor of the fake module
     try:
-        with ModuleMemory(os.getpid(), interval=0.05) as mine, ModuleMemory(stranger.pid, interval=0.05) as other:
-            time.sleep(0.4)
+        assert module.stdout.readline() == "ready\n"
+        with ModuleMemory(os.getpid()) as mine, ModuleMemory(stranger.pid) as other:
+            mine.sample()  # one sample of our own besides the poller's: taken now, while the module is at its peak
+            other.sample()
     finally:
-        module.wait()
+        module.communicate(timeout=60)
         stranger.kill()
         stranger.wait()
-    assert mine.peaks_mib()["module"].get("fake_mod", 0) > 8
-    assert "fake_mod" not in other.peaks_mib()["module"]
+    assert mine.peaks_mib()["module"].get("fake_mod", 0) >= 32, mine.peaks_mib()
+    assert other.peaks_mib() == {"module": {}, "children": {}}
