@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -464,9 +463,8 @@ def test_lock_timeout_names_the_blocking_session(after: Any, db_url: str) -> Non
             cur.execute('LOCK TABLE ml_features IN ACCESS EXCLUSIVE MODE')
             cur.execute('SELECT pg_backend_pid()')
             pid = cur.fetchone()[0]
-        started = time.monotonic()
+        # The holder keeps its lock until `finally`: the module returning at all means it gave up waiting.
         r = integrity(db_url, lock_timeout=1)
-        assert time.monotonic() - started < 30
         assert r['failed'] and r['msg'].startswith(f'public.ml_features is locked by another session: pid {pid} ')
         assert 'AccessExclusiveLock' in r['msg'] and 'lock_timeout=1s' in r['msg']
         r = index_check(db_url, lock_timeout=1)
