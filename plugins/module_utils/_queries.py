@@ -845,3 +845,327 @@ def identity_mismatches(recorded: dict[str, t.Any] | None, current: dict[str, t.
         if str(mine) != str(theirs):
             problems.append(f'{name} {mine} (recorded) vs {theirs} (target)')
     return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Live writes: the write log (pg_write_log) and the untouched-rows proof (pg_jsonb_integrity)
+# ---------------------------------------------------------------------------------------------
+
+WRITE_LOG_TABLE = 'write_log'
+WRITE_LOG_TRIGGER = 'ledgermind_write_log'
+# Sessions with this setting 'off' are not logged (connect_writable sets it for our own sessions).
+WRITE_LOG_SETTING = 'ledgermind.write_log'
+# The columns of <history_schema>.write_log as format_type spells them; an existing table must match.
+WRITE_LOG_COLUMNS = (('seq', 'bigint'), ('run_id', 'text'), ('key', 'text'), ('old_hash1', 'bigint'),
+                     ('old_hash2', 'bigint'), ('had_old', 'boolean'), ('xid', 'xid8'),
+                     ('logged_at', 'timestamp with time zone'))
+# pg_trigger.tgtype of AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW: ROW 1 | INSERT 4 | DELETE 8 | UPDATE 16.
+WRITE_LOG_TGTYPE = 29
+
+# No index and no primary key: every application write appends one row, and nothing else should cost.
+# The sequence keeps its default CACHE 1, so seq grows in the order the entries were made across sessions.
+WRITE_LOG_DDL = (
+    'CREATE SCHEMA IF NOT EXISTS {hs}',
+    """CREATE UNLOGGED TABLE IF NOT EXISTS {hs}.write_log (
+    seq bigserial,
+    run_id text NOT NULL,
+    key text NOT NULL,
+    old_hash1 bigint,
+    old_hash2 bigint,
+    had_old boolean NOT NULL,
+    xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    logged_at timestamptz NOT NULL DEFAULT pg_catalog.now())""",
+    "COMMENT ON TABLE {hs}.write_log IS 'ledgermind.migrations: keys written by other sessions during a run, "
+    "with the fingerprint hashes of the old row (pg_write_log)'",
+)
+
+WRITE_LOG_TABLE_SQL = """
+SELECT n.oid IS NOT NULL AS schema_exists,
+       c.oid IS NOT NULL AS log_exists,
+       c.relpersistence::text AS persistence,
+       ARRAY(SELECT a.attname::text || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
+             FROM pg_catalog.pg_attribute AS a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum) AS columns
+FROM (SELECT %(hs)s::name AS nspname) AS q
+LEFT JOIN pg_catalog.pg_namespace AS n ON n.nspname = q.nspname
+LEFT JOIN pg_catalog.pg_class AS c ON c.relnamespace = n.oid AND c.relname = 'write_log' AND c.relkind = 'r'
+"""
+
+# The write-log trigger on a table (by oid), with its function.
+WRITE_LOG_TRIGGER_SQL = """
+SELECT t.tgname::text AS name, t.tgargs AS args, t.tgtype::int AS tgtype, t.tgenabled::text AS enabled,
+       t.tgqual IS NOT NULL AS has_when, n.nspname::text AS function_schema, p.proname::text AS function_name
+FROM pg_catalog.pg_trigger AS t
+JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+WHERE t.tgrelid = %(relid)s::oid AND t.tgname = %(trigger)s AND NOT t.tgisinternal
+"""
+
+# The trigger function by name, and how many triggers use it.
+WRITE_LOG_FUNCTION_SQL = """
+SELECT p.prosrc AS body, p.prosecdef AS security_definer,
+       (SELECT count(*) FROM pg_catalog.pg_trigger AS t WHERE t.tgfoid = p.oid)::int AS triggers
+FROM pg_catalog.pg_proc AS p
+JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+WHERE n.nspname = %(hs)s AND p.proname = %(function)s AND p.pronargs = 0
+"""
+
+# A key column: present, NOT NULL, and alone in a valid unique index without predicate (rows are told
+# apart by it in the fingerprint and the log).
+KEY_COLUMN_SQL = """
+SELECT a.attnotnull AS not_null,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_index AS i
+               WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1
+                 AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indexprs IS NULL) AS unique_key
+FROM pg_catalog.pg_attribute AS a
+WHERE a.attrelid = %(relid)s::oid AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+WRITE_LOG_COUNT_SQL = 'SELECT count(*)::bigint AS rows FROM {hs}.write_log WHERE run_id = %(run_id)s'
+WRITE_LOG_DELETE_SQL = 'DELETE FROM {hs}.write_log WHERE run_id = %(run_id)s'
+
+# The scan's snapshot; REPEATABLE READ keeps it for the whole transaction, so it is the one every
+# query of the module (counts, sums, the write log) read.
+SNAPSHOT_SQL = ("SELECT pg_catalog.pg_current_snapshot()::text AS snapshot,"
+                " pg_catalog.current_setting('transaction_isolation') AS isolation")
+
+WRITE_LOG_PRESENT_SQL = ("SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.write_log', %(hs)s)) IS NOT NULL"
+                         " AS present")
+
+# The trigger function. The column is read through the whole row, never as OLD.<column>: PL/pgSQL caches
+# the plan of an expression on OLD.<column> with the column's type, and once ALTER ... TYPE changed that
+# type every later write on that connection would fail ("type of parameter ... does not match that when
+# preparing the plan"). to_jsonb(OLD) -> column gives the same jsonb whatever the column's type (text[],
+# any array, json, jsonb), but SQL NULL and a JSON null both as 'null': that rare case is told apart by a
+# dynamic statement, planned afresh each time. The key's type never changes, so OLD.<key> is safe.
+# TG_ARGV: the run id, the column. The line is exactly the integrity scan's (_LINE).
+_WRITE_LOG_BODY = """
+DECLARE
+    v jsonb;
+    line text;
+    sql_null boolean;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {hs}.write_log (run_id, key, had_old) VALUES (TG_ARGV[0], NEW.{key}::text, false);
+        RETURN NULL;
+    END IF;
+    v := to_jsonb(OLD) -> TG_ARGV[1];
+    IF v = 'null'::jsonb THEN
+        EXECUTE format('SELECT ($1).%I IS NULL', TG_ARGV[1]) INTO sql_null USING OLD;
+        IF sql_null THEN
+            v := NULL;
+        END IF;
+    END IF;
+    line := OLD.{key}::text || ':' || coalesce(v::text, 'NULL');
+    INSERT INTO {hs}.write_log (run_id, key, old_hash1, old_hash2, had_old)
+    VALUES (TG_ARGV[0], OLD.{key}::text, hashtextextended(line, {seed1}), hashtextextended(line, {seed2}), true);
+    IF TG_OP = 'UPDATE' AND NEW.{key} IS DISTINCT FROM OLD.{key} THEN
+        INSERT INTO {hs}.write_log (run_id, key, had_old) VALUES (TG_ARGV[0], NEW.{key}::text, false);
+    END IF;
+    RETURN NULL;
+END
+"""
+
+
+def write_log_function_name(schema: str, table: str) -> str:
+    """The trigger function's name in the history schema: one per table (its body names the key column)."""
+    digest = hashlib.sha256(json.dumps([schema, table]).encode('utf-8')).hexdigest()
+    return 'write_log_' + digest[:16]
+
+
+def write_log_function_body(history_schema: str, key: str) -> t.Any:
+    """The PL/pgSQL body, to render with ``as_string`` and pass as a literal (compared with ``prosrc``)."""
+    return sql.SQL(_WRITE_LOG_BODY).format(hs=sql.Identifier(history_schema), key=sql.Identifier(key),
+                                           seed1=sql.Literal(FINGERPRINT_SEEDS[0]),
+                                           seed2=sql.Literal(FINGERPRINT_SEEDS[1]))
+
+
+def create_write_log_function_sql(history_schema: str, function: str) -> t.Any:
+    """``CREATE OR REPLACE FUNCTION`` taking the body as ``%(body)s``.
+
+    SECURITY DEFINER: the application's roles need no right on the log; the pinned search_path keeps
+    them from substituting functions or operators under the owner's rights.
+    """
+    return sql.SQL('CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER '
+                   'SET search_path = pg_catalog, pg_temp AS %(body)s').format(
+        sql.Identifier(history_schema), sql.Identifier(function))
+
+
+def create_write_log_trigger_sql(schema: str, table: str, history_schema: str, function: str, run_id: str,
+                                 column: str) -> t.Any:
+    """The row trigger; its WHEN skips sessions with ``ledgermind.write_log = off`` before the function runs."""
+    return sql.SQL('CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {rel} FOR EACH ROW '
+                   "WHEN (pg_catalog.current_setting({setting}, true) IS DISTINCT FROM 'off') "
+                   'EXECUTE FUNCTION {fn}({run_id}, {column})').format(
+        trigger=sql.Identifier(WRITE_LOG_TRIGGER), rel=sql.Identifier(schema, table),
+        setting=sql.Literal(WRITE_LOG_SETTING), fn=sql.Identifier(history_schema, function),
+        run_id=sql.Literal(run_id), column=sql.Literal(column))
+
+
+def drop_write_log_trigger_sql(schema: str, table: str) -> t.Any:
+    return sql.SQL('DROP TRIGGER IF EXISTS {} ON {}').format(
+        sql.Identifier(WRITE_LOG_TRIGGER), sql.Identifier(schema, table))
+
+
+def drop_write_log_function_sql(history_schema: str, function: str) -> t.Any:
+    return sql.SQL('DROP FUNCTION IF EXISTS {}()').format(sql.Identifier(history_schema, function))
+
+
+def trigger_args(raw: t.Any) -> list[str]:
+    """``pg_trigger.tgargs`` (bytea: each argument followed by a NUL byte) as strings."""
+    if raw is None:
+        return []
+    data = bytes(raw)
+    return [part.decode('utf-8') for part in data.split(b'\x00')[:-1]] if data else []
+
+
+def written_rows_sql(history_schema: str, schema: str, table: str, key: str, column: str, kind: str) -> t.Any:
+    """The write log's side of the untouched-rows proof, read in the scan's own snapshot.
+
+    K = the keys logged for ``%(run_id)s`` by transactions not visible in ``%(baseline_snapshot)s``; for each,
+    the entry with the smallest seq. Returns ``rows_written`` (|K|), ``old_rows`` and ``old_hash1/2`` (count
+    and sums of those first entries' old hashes where there was an old row) and ``current_rows`` and
+    ``current_hash1/2`` (count and sums of the fingerprint lines of the table's rows whose key is in K, found
+    through the key's index: each logged key text is turned back into the key's own type by populating the
+    table's row type), and ``written_sample_keys``: those of ``%(sample_keys)s`` (text, in their order) whose key
+    is in K. Log entries of aborted or still running transactions are not visible here.
+    """
+    line = sql.SQL(_LINE).format(key=sql.Identifier(key), value=_value_expr(kind, sql.Identifier(column)))
+    return sql.SQL("""
+WITH written AS MATERIALIZED (
+    SELECT DISTINCT ON (w.key) w.key, w.had_old, w.old_hash1, w.old_hash2
+    FROM {log} AS w
+    WHERE w.run_id = %(run_id)s
+      AND NOT pg_catalog.pg_visible_in_snapshot(w.xid, %(baseline_snapshot)s::pg_catalog.pg_snapshot)
+    ORDER BY w.key, w.seq
+), current_rows AS (
+    SELECT {line} AS line
+    FROM {rel}
+    WHERE {key} IN (SELECT (pg_catalog.jsonb_populate_record(NULL::{rel},
+                                pg_catalog.jsonb_build_object(%(key_name)s::text, w.key))).{key}
+                    FROM written AS w)
+)
+SELECT w.rows_written, w.old_rows, w.old_hash1, w.old_hash2, c.current_rows, c.current_hash1, c.current_hash2,
+       ARRAY(SELECT x.k
+             FROM unnest(%(sample_keys)s::text[]) WITH ORDINALITY AS x(k, n)
+             WHERE (pg_catalog.jsonb_populate_record(NULL::{rel},
+                        pg_catalog.jsonb_build_object(%(key_name)s::text, x.k))).{key}::text
+                   IN (SELECT key FROM written)
+             ORDER BY x.n) AS written_sample_keys
+FROM (SELECT count(*) AS rows_written,
+             count(*) FILTER (WHERE had_old) AS old_rows,
+             coalesce(sum(old_hash1) FILTER (WHERE had_old), 0) AS old_hash1,
+             coalesce(sum(old_hash2) FILTER (WHERE had_old), 0) AS old_hash2
+      FROM written) AS w
+CROSS JOIN (SELECT count(*) AS current_rows,
+                   coalesce(sum(hashtextextended(r.line, %(seed1)s)), 0) AS current_hash1,
+                   coalesce(sum(hashtextextended(r.line, %(seed2)s)), 0) AS current_hash2
+            FROM current_rows AS r) AS c""").format(
+        log=sql.Identifier(history_schema, WRITE_LOG_TABLE), line=line, rel=sql.Identifier(schema, table),
+        key=sql.Identifier(key))
+
+
+class Sums(t.NamedTuple):
+    """A fingerprint's exact parts: row count and the two sums of 64-bit row hashes (Python ints, no wrap)."""
+    total: int
+    hash1: int
+    hash2: int
+
+    def __sub__(self, other: t.Any) -> Sums:
+        return Sums(self.total - other.total, self.hash1 - other.hash1, self.hash2 - other.hash2)
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.total, (self.hash1, self.hash2))
+
+    def as_json(self) -> dict[str, t.Any]:
+        """``{total: int, hash1: str, hash2: str}``: the sums exceed what JSON numbers hold exactly."""
+        return dict(total=self.total, hash1=str(self.hash1), hash2=str(self.hash2))
+
+
+_SNAPSHOT = re.compile(r'^\d+:\d+:(\d+(,\d+)*)?$')
+_INTEGER = re.compile(r'^[+-]?\d+$')
+
+
+def _exact_int(value: t.Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+            isinstance(value, str) and not _INTEGER.match(value.strip())):
+        raise ValueError(f'baseline.{name} must be a whole number (an int or its decimal string), got {value!r}')
+    return int(value)
+
+
+def parse_baseline(baseline: dict[str, t.Any], need_snapshot: bool) -> tuple[Sums, str | None]:
+    """``(Sums, snapshot)`` from a ``baseline`` option (an earlier run's ``fingerprint_sums`` plus its ``snapshot``).
+
+    Raises ValueError naming what is wrong. The snapshot must be ``pg_current_snapshot()`` text
+    (``xmin:xmax:xip,...``); it is required when a write log is consulted.
+    """
+    sums = Sums(*(_exact_int(baseline.get(name), name) for name in ('total', 'hash1', 'hash2')))
+    if sums.total < 0:
+        raise ValueError(f'baseline.total must not be negative, got {sums.total}')
+    snapshot = baseline.get('snapshot')
+    if snapshot in (None, ''):
+        if need_snapshot:
+            raise ValueError('baseline.snapshot is required with write_log_run_id: pass the baseline scan\'s '
+                             'snapshot return value along with its fingerprint_sums')
+        return sums, None
+    if not isinstance(snapshot, str) or not _SNAPSHOT.match(snapshot.strip()):
+        raise ValueError(f'baseline.snapshot must be pg_current_snapshot() text such as 1234:1240:1236,1238, '
+                         f'got {snapshot!r}')
+    return sums, snapshot.strip()
+
+
+def untouched_proof(baseline: Sums, current: Sums, written: dict[str, t.Any] | None) -> dict[str, t.Any]:
+    """Prove content over the rows nobody wrote since the baseline (``written``: a ``written_rows_sql`` row).
+
+    Notation: h(r) = (1, H1(line r), H2(line r)), the row's share of a fingerprint; F(S) = the sum of h(r)
+    over the rows visible in snapshot S. B is the baseline scan's snapshot, A this scan's (the same
+    REPEATABLE READ transaction reads the table and the write log). K = the keys of the run's log
+    entries that are visible in A and made by transactions not visible in B; e(k) = the first of them
+    by seq.
+
+    1. A key outside K has the same row (or none) in A as in B, unless something wrote it without the
+       log. The trigger existed before B was taken (CREATE TRIGGER waits for every transaction holding
+       the table for writing, and a later writer sees it when it locks the table), so every write by a
+       transaction not visible in B appended an entry, in the same transaction: committed together
+       (visible in A together) or gone together (aborts, rolled-back savepoints).
+    2. For k in K, e(k) saw exactly k's row in B. Writes to one key are serialised (row locks, and the
+       unique key index for inserts), so they form one chain. A writer made to wait for a transaction
+       commits after it, so every write by a transaction visible in B precedes, in the chain, every
+       write by one that is not: the first write not visible in B, including one by a transaction in
+       progress when B was taken, found k's row as B sees it: had_old is false when B has no row k,
+       else its old hashes are H1, H2 of that row's line (the line is the same whether the column was
+       text[] or jsonb then). Its entry has the smallest seq of k's entries not visible in B: a later
+       writer of k waited for the earlier one's commit, after that one's entry took its seq.
+       An UPDATE that changes the key logs the new key too (had_old false), so a key is never written
+       unlogged by a logged statement.
+
+    Hence
+        before = F(B) - sum over k in K with had_old of (1, old_hash1, old_hash2)  = sum of h over B's rows not in K
+        after  = F(A) - sum over A's rows with key in K of h(r)                    = sum of h over A's rows not in K
+    and by 1 both sums run over the same rows: a correct migration or rollback gives before == after.
+    A content change of an untouched row (a value altered, a row gone or added without the log) moves
+    ``after`` by a non-zero difference of two independent 64-bit hashes, so the equality fails but for a
+    double collision. A row the conversion broke and the application wrote afterwards is caught too: its
+    entry's old hashes are the broken line's, not B's. The sums are exact integers (sum(bigint) is numeric
+    in PostgreSQL, ints here), so nothing wraps.
+
+    Not covered: the content of rows in K themselves (the application's own writes), and so a row
+    converted wrongly after the application's first write to it. Writes the log cannot see (TRUNCATE,
+    sessions with ``ledgermind.write_log = off``, session_replication_role = replica, a crash emptying
+    the unlogged log) can only make the proof fail, never pass wrongly.
+
+    ``written`` None (no write log consulted): the whole fingerprints are compared and ``rows_written``
+    is None. K empty: method ``full``, the whole fingerprints again.
+    """
+    if written is None:
+        before, after, rows_written = baseline, current, None
+    else:
+        rows_written = int(written['rows_written'])
+        before = baseline - Sums(int(written['old_rows']), int(written['old_hash1']), int(written['old_hash2']))
+        after = current - Sums(int(written['current_rows']), int(written['current_hash1']),
+                               int(written['current_hash2']))
+    return dict(method='untouched_rows' if rows_written else 'full', rows_written=rows_written,
+                rows_compared=after.total, matches=before == after,
+                baseline_fingerprint=baseline.fingerprint(),
+                fingerprint_untouched_before=before.fingerprint(), fingerprint_untouched_after=after.fingerprint())

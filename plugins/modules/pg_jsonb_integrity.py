@@ -17,6 +17,10 @@ description:
   - RV(fingerprint) is a content digest computed in PostgreSQL in constant memory (a sum of two 64-bit hashes of
     C(key:value) per row, plus the row count). Equal fingerprints before and after the migration prove that no value
     changed, moved to another row, appeared or disappeared.
+  - While an application keeps writing, compare with O(baseline) (an earlier run's RV(fingerprint_sums) and
+    RV(snapshot)) and O(write_log_run_id). RV(proof) then compares content over the rows nobody wrote since the
+    baseline, from the write log of M(ledgermind.migrations.pg_write_log) read in this scan's own snapshot. Equal
+    means that every row the application did not write kept its content exactly, whatever it wrote meanwhile.
   - Offending keys are only fetched (capped by O(sample_size)) when a count is non-zero; the table is never loaded
     into memory.
   - Read-only; never reports a change.
@@ -74,6 +78,44 @@ options:
     type: list
     elements: str
     default: []
+  baseline:
+    description:
+      - "An earlier scan to prove content against. Pass its RV(fingerprint_sums) combined with its RV(snapshot), for
+        example C({{ before.fingerprint_sums | combine({'snapshot': before.snapshot}) }})."
+      - Adds RV(proof). The module does not fail on a mismatch; the caller judges RV(proof.matches).
+      - Without O(write_log_run_id), the whole fingerprints are compared (RV(proof.method) V(full)), which only holds
+        when nobody wrote meanwhile.
+    type: dict
+    suboptions:
+      total:
+        description: The baseline's row count.
+        type: int
+        required: true
+      hash1:
+        description: The baseline's first hash sum, as a decimal string or an integer.
+        type: raw
+        required: true
+      hash2:
+        description: The baseline's second hash sum, as a decimal string or an integer.
+        type: raw
+        required: true
+      snapshot:
+        description:
+          - The baseline scan's RV(snapshot) (C(pg_current_snapshot()) text). Required with O(write_log_run_id).
+        type: str
+  write_log_run_id:
+    description:
+      - The run whose write log (M(ledgermind.migrations.pg_write_log)) to read, with O(baseline).
+      - The rows with a key logged by a transaction the baseline snapshot did not see are left out of the
+        comparison, and the baseline is corrected by the first old hashes logged for those keys.
+      - The write log must have been installed before the baseline scan. A write the log missed makes the proof
+        fail, never pass.
+    type: str
+  history_schema:
+    description:
+      - Schema holding the write log (C(write_log)).
+    type: str
+    default: ledgermind_migrations
   fail_on_violation:
     description:
       - Fail when RV(invalid_types), RV(element_type_violations) or RV(roundtrip_violations) is not zero.
@@ -112,6 +154,22 @@ EXAMPLES = r'''
       - after.fingerprint == before.fingerprint
       - after.total == before.total
       - after.sample_by_key == before.sample
+
+- name: While the application writes - the rows nobody wrote kept their content
+  ledgermind.migrations.pg_jsonb_integrity:
+    database_url: "{{ lookup('ansible.builtin.env', 'DATABASE_URL') }}"
+    table: ml_features
+    column: tokens
+    baseline: "{{ before.fingerprint_sums | combine({'snapshot': before.snapshot}) }}"
+    write_log_run_id: "{{ ledgermind_run_id }}"
+  register: proved
+
+- name: Content proven
+  ansible.builtin.assert:
+    that: proved.proof.matches
+    fail_msg: >-
+      Content differs on rows nobody wrote ({{ proved.proof.rows_compared }} compared,
+      {{ proved.proof.rows_written }} written meanwhile, proof {{ proved.proof.method }}).
 '''
 
 RETURN = r'''
@@ -175,6 +233,83 @@ fingerprint:
   returned: always
   type: str
   sample: 3f1c0e9b8f0b4c1e2d9a7c6b5a4f3e2d
+fingerprint_sums:
+  description:
+    - The exact parts of RV(fingerprint), to pass as O(baseline) to a later scan. The hash sums are decimal strings,
+      because they exceed what JSON numbers hold exactly.
+  returned: always
+  type: dict
+  contains:
+    total:
+      description: Number of rows.
+      type: int
+    hash1:
+      description: Sum of the first 64-bit hash over all rows' C(key:value) lines.
+      type: str
+    hash2:
+      description: Sum of the second 64-bit hash.
+      type: str
+  sample: {"total": 10000, "hash1": "-1234567890123456789012", "hash2": "987654321098765432109"}
+snapshot:
+  description:
+    - C(pg_current_snapshot()) of the scan's REPEATABLE READ transaction (C(xmin:xmax:xip,...)). Every figure
+      returned comes from this snapshot. Pass it in O(baseline) to a later scan.
+  returned: always
+  type: str
+  sample: "10412:10415:10412"
+proof:
+  description:
+    - The comparison with O(baseline), made in this scan's snapshot.
+    - RV(proof.matches) true means that the rows nobody wrote since the baseline have exactly the content they had then.
+      With RV(proof.method) V(full), that covers every row.
+  returned: when O(baseline) is set
+  type: dict
+  contains:
+    method:
+      description:
+        - V(full) when no write was logged since the baseline (or no write log was read), so the whole
+          fingerprints are compared.
+        - V(untouched_rows) when rows were written. The rows with a written key are left out on both sides.
+      type: str
+      sample: untouched_rows
+    rows_written:
+      description:
+        - Keys written since the baseline, by transactions the baseline did not see that have committed now.
+        - Null without O(write_log_run_id).
+      type: int
+      sample: 37
+    rows_compared:
+      description: Rows of this scan that were compared (not written since the baseline).
+      type: int
+      sample: 9970
+    matches:
+      description: Whether the untouched rows' fingerprints before and after are equal.
+      type: bool
+      sample: true
+    baseline_fingerprint:
+      description: The whole fingerprint of O(baseline).
+      type: str
+    fingerprint_untouched_before:
+      description: The fingerprint of the baseline's rows outside the written keys (the baseline minus the first
+        logged old hashes).
+      type: str
+    fingerprint_untouched_after:
+      description: The fingerprint of this scan's rows outside the written keys.
+      type: str
+    write_log_active:
+      description:
+        - Whether the write-log trigger of O(write_log_run_id) was on the table at this scan. A write log removed
+          earlier cannot make the proof pass wrongly, but it can make it fail.
+        - Null without O(write_log_run_id).
+      type: bool
+    written_sample_keys:
+      description:
+        - The entries of O(sample_keys) whose rows were written since the baseline, in their order. Their values
+          in RV(sample_by_key) are the application's, so comparing them with the baseline's says nothing.
+        - Empty without O(write_log_run_id).
+      type: list
+      elements: str
+      sample: ["4"]
 offending_keys:
   description: Up to O(sample_size) keys (in key order) for each non-zero count.
   returned: always
@@ -221,9 +356,16 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect imp
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
     COLUMN_SQL,
     ELEMENT_TYPES,
+    FINGERPRINT_SEEDS,
+    HISTORY_SCHEMA,
     JSON_TYPES,
     PRIMARY_KEY_SQL,
     SAMPLED_COUNTS,
+    SNAPSHOT_SQL,
+    WRITE_LOG_PRESENT_SQL,
+    WRITE_LOG_TRIGGER,
+    WRITE_LOG_TRIGGER_SQL,
+    Sums,
     column_kind,
     fingerprint,
     integrity_counts_sql,
@@ -232,10 +374,14 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     jsonable,
     missing_keys,
     offending_keys_sql,
+    parse_baseline,
     sample_keys_sql,
     sample_rows_sql,
     shape_sample_rows,
+    trigger_args,
+    untouched_proof,
     violation_total,
+    written_rows_sql,
 )
 
 MAX_SAMPLE_SIZE = 100
@@ -257,6 +403,14 @@ def argument_spec() -> dict[str, t.Any]:
         sample_rows=dict(type='int', default=5),
         sample_keys=dict(type='list', elements='str', default=[], no_log=False),
         fail_on_violation=dict(type='bool', default=False),
+        baseline=dict(type='dict', options=dict(
+            total=dict(type='int', required=True),
+            hash1=dict(type='raw', required=True),
+            hash2=dict(type='raw', required=True),
+            snapshot=dict(type='str'),
+        )),
+        write_log_run_id=dict(type='str'),
+        history_schema=dict(type='str', default=HISTORY_SCHEMA),
     )
     return spec
 
@@ -269,6 +423,11 @@ def check_params(module: AnsibleModule) -> None:
         fail(module, f"sample_rows must be between 0 and {MAX_SAMPLE_SIZE}, got {p['sample_rows']}.")
     if len(p['sample_keys']) > MAX_SAMPLE_KEYS:
         fail(module, f"sample_keys holds {len(p['sample_keys'])} keys; at most {MAX_SAMPLE_KEYS} are allowed.")
+    if p['baseline'] is not None:
+        try:
+            parse_baseline(p['baseline'], need_snapshot=bool(p['write_log_run_id']))
+        except ValueError as e:
+            fail(module, str(e) + '.')
 
 
 def read_column(module: AnsibleModule, cur: t.Any, schema: str, table: str, relid: int,
@@ -327,6 +486,38 @@ def samples(cur: t.Any, target: dict[str, t.Any], module: AnsibleModule) -> dict
     return result
 
 
+def scan_snapshot(module: AnsibleModule, cur: t.Any) -> str:
+    """The transaction's snapshot; REPEATABLE READ, so the one every query of this module read."""
+    cur.execute(SNAPSHOT_SQL)
+    row = cur.fetchone()
+    if row['isolation'] != 'repeatable read':
+        fail(module, f"The scan ran at isolation level {row['isolation']}, not repeatable read: its sums and snapshot "
+                     'would not agree. Is default_transaction_isolation forced on the server?')
+    return str(row['snapshot'])
+
+
+def prove(module: AnsibleModule, cur: t.Any, target: dict[str, t.Any], relid: int, current: Sums) -> dict[str, t.Any]:
+    """RV(proof): O(baseline) against this scan, over the rows the write log says nobody wrote (same snapshot)."""
+    p = module.params
+    baseline, snapshot = parse_baseline(p['baseline'], need_snapshot=bool(p['write_log_run_id']))
+    run_id, hs = p['write_log_run_id'], p['history_schema']
+    if not run_id:
+        return dict(untouched_proof(baseline, current, None), write_log_active=None, written_sample_keys=[])
+    cur.execute(WRITE_LOG_PRESENT_SQL, dict(hs=hs))
+    if not cur.fetchone()['present']:
+        fail(module, f'There is no write log ({hs}.write_log) to read for run {run_id}: install it with '
+                     'ledgermind.migrations.pg_write_log before the baseline scan, or check history_schema.')
+    cur.execute(WRITE_LOG_TRIGGER_SQL, dict(relid=relid, trigger=WRITE_LOG_TRIGGER))
+    trigger = cur.fetchone()
+    active = trigger is not None and trigger['enabled'] != 'D' and trigger_args(trigger['args'])[:1] == [run_id]
+    cur.execute(written_rows_sql(hs, **target), dict(
+        run_id=run_id, baseline_snapshot=snapshot, key_name=target['key'],
+        sample_keys=[str(k) for k in p['sample_keys']], seed1=FINGERPRINT_SEEDS[0], seed2=FINGERPRINT_SEEDS[1]))
+    written = dict(cur.fetchone())
+    return dict(untouched_proof(baseline, current, written), write_log_active=active,
+                written_sample_keys=list(written['written_sample_keys'] or []))
+
+
 def inspect(module: AnsibleModule, conn: t.Any) -> dict[str, t.Any]:
     p = module.params
     schema, table, column = p['schema'], p['table'], p['column']
@@ -342,17 +533,22 @@ def inspect(module: AnsibleModule, conn: t.Any) -> dict[str, t.Any]:
         params = integrity_params(p['expected_type'], p['expected_element_type'])
         row, seconds = scan(cur, target, params)
         counts = {name: int(row[name]) for name in COUNT_NAMES}
+        sums = Sums(counts['total'], int(row['hash1']), int(row['hash2']))
         result: dict[str, t.Any] = dict(changed=False, column_type=info['formatted_type'], key_column=key, **counts)
         result.update(violations=violation_total(counts),
                       fingerprint=fingerprint(counts['total'], (row['hash1'], row['hash2'])),
+                      fingerprint_sums=sums.as_json(), snapshot=scan_snapshot(module, cur),
                       offending_keys=offending(cur, target, params, counts, p['sample_size']),
                       scan_seconds=seconds)
+        if p['baseline'] is not None:
+            result['proof'] = prove(module, cur, target, relid, sums)
         result.update(samples(cur, target, module))
     return result
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_by=dict(write_log_run_id=('baseline',)))
     check_params(module)
     p = module.params
     relation = '{}.{}'.format(p['schema'], p['table'])

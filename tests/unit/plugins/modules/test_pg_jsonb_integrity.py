@@ -17,6 +17,7 @@ def column(data_type: str = 'ARRAY', udt: str = '_text', formatted: str = 'text[
 
 
 PK = ('i.indisprimary', [{'column_name': 'txn_id'}])
+SNAPSHOT = ('pg_current_snapshot()', [{'snapshot': '700:705:701', 'isolation': 'repeatable read'}])
 ZERO = dict(total=5, nulls=1, empty=1, invalid_types=0, element_type_violations=0, null_elements=0,
             roundtrip_violations=0, hash1=123456789012, hash2=-98765)
 SAMPLE = ('WHERE s.v IS NOT NULL\nORDER BY', [{'key': 3, 'value': ['coffee', 'shop']},
@@ -32,7 +33,7 @@ def offenders(rows: list) -> tuple[str, list]:
 
 
 def test_clean_text_array(run_module) -> None:
-    failed, result, conn = run_module(pg_jsonb_integrity.main, BASE, [TABLE, column(), PK, counts(), SAMPLE])
+    failed, result, conn = run_module(pg_jsonb_integrity.main, BASE, [TABLE, column(), PK, SNAPSHOT, counts(), SAMPLE])
     assert not failed
     assert {k: result[k] for k in ('total', 'nulls', 'empty', 'invalid_types', 'element_type_violations',
                                    'null_elements', 'roundtrip_violations', 'violations')} == dict(
@@ -53,7 +54,7 @@ def test_clean_text_array(run_module) -> None:
 
 
 def test_offenders_fetched_with_limit_only_for_nonzero_counts(run_module) -> None:
-    script = [TABLE, column('jsonb', 'jsonb', 'jsonb'), PK, counts(invalid_types=2, roundtrip_violations=2),
+    script = [TABLE, column('jsonb', 'jsonb', 'jsonb'), PK, SNAPSHOT, counts(invalid_types=2, roundtrip_violations=2),
               offenders([{'key': 6}, {'key': 7}]), SAMPLE]
     failed, result, conn = run_module(pg_jsonb_integrity.main, dict(BASE, sample_size=2), script)
     assert not failed  # fail_on_violation defaults to false
@@ -65,8 +66,8 @@ def test_offenders_fetched_with_limit_only_for_nonzero_counts(run_module) -> Non
 
 
 def test_fail_on_violation(run_module) -> None:
-    script = [TABLE, column('jsonb', 'jsonb', 'jsonb'), PK, counts(invalid_types=1, element_type_violations=3),
-              offenders([{'key': 6}]), SAMPLE]
+    script = [TABLE, column('jsonb', 'jsonb', 'jsonb'), PK, SNAPSHOT,
+              counts(invalid_types=1, element_type_violations=3), offenders([{'key': 6}]), SAMPLE]
     failed, result, _ = run_module(pg_jsonb_integrity.main, dict(BASE, fail_on_violation=True), script)
     assert failed
     assert result['msg'] == ('Integrity check failed on public.ml_features: invalid_types=1, '
@@ -75,14 +76,14 @@ def test_fail_on_violation(run_module) -> None:
 
 
 def test_null_elements_are_not_violations(run_module) -> None:
-    script = [TABLE, column(), PK, counts(null_elements=2), offenders([{'key': 4}]), SAMPLE]
+    script = [TABLE, column(), PK, SNAPSHOT, counts(null_elements=2), offenders([{'key': 4}]), SAMPLE]
     failed, result, _ = run_module(pg_jsonb_integrity.main, dict(BASE, fail_on_violation=True), script)
     assert not failed and result['violations'] == 0 and result['offending_keys']['null_elements'] == [4]
 
 
 def test_sample_keys(run_module) -> None:
     by_key = ('jsonb_populate_record', [{'key': 3, 'value': ['coffee', 'shop']}])
-    script = [TABLE, column(), PK, counts(), SAMPLE, by_key]
+    script = [TABLE, column(), PK, SNAPSHOT, counts(), SAMPLE, by_key]
     failed, result, conn = run_module(pg_jsonb_integrity.main, dict(BASE, sample_keys=['3', '99']), script)
     assert not failed
     assert result['sample_by_key'] == [{'key': 3, 'value': ['coffee', 'shop'], 'length': 2}]
@@ -93,7 +94,7 @@ def test_sample_keys(run_module) -> None:
 
 def test_sample_rows_zero_skips_sample_query(run_module) -> None:
     failed, result, conn = run_module(pg_jsonb_integrity.main, dict(BASE, sample_rows=0),
-                                      [TABLE, column(), PK, counts()])
+                                      [TABLE, column(), PK, SNAPSHOT, counts()])
     assert not failed and result['sample'] == [] and conn.ran(SAMPLE[0]) == []
 
 
@@ -163,5 +164,5 @@ def test_statement_timeout_message(run_module, pg_error) -> None:
 
 def test_check_mode(run_module) -> None:
     failed, result, _ = run_module(pg_jsonb_integrity.main, dict(BASE, _ansible_check_mode=True),
-                                   [TABLE, column(), PK, counts(), SAMPLE])
+                                   [TABLE, column(), PK, SNAPSHOT, counts(), SAMPLE])
     assert not failed and result['changed'] is False and result['total'] == 5
