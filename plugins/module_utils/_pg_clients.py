@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import build_connect_kwargs
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
+    build_connect_kwargs,
+    close,
+    connect,
+    fail_on_query_error,
+    psycopg2,
+)
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import (
     QUERY_KEYS,
     merge,
@@ -33,6 +39,14 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq impor
     to_env,
     to_url,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+    database_identity,
+    describe_identity,
+    identity_mismatches,
+)
+
+if t.TYPE_CHECKING:
+    from ansible.module_utils.basic import AnsibleModule
 
 CLIENT_DIRS_GLOB = "/usr/lib/postgresql/*/bin"
 CHUNK_SIZE = 1024 * 1024
@@ -156,6 +170,35 @@ def scrub(text: str, hidden: list[str]) -> str:
     for value in sorted(hidden, key=len, reverse=True):
         if value:
             text = text.replace(value, "********")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity: which database and table an archive is of
+# ---------------------------------------------------------------------------------------------
+
+def read_identity(module: AnsibleModule, schema: str | None, table: str | None, column: str | None) -> dict[str, Any]:
+    """``_queries.database_identity`` read on the module's own read-only connection (psycopg2, the same
+    settings the clients get); connection and query errors fail the module with a message that says
+    what to check. ``schema``/``table`` None: the database alone (a whole-database archive)."""
+    conn = connect(module)
+    try:
+        with conn.cursor() as cur:
+            return database_identity(cur, t.cast(str, schema), t.cast(str, table), column)
+    except psycopg2.Error as exc:
+        relation = f"{schema}.{table}" if table else "the database"
+        fail_on_query_error(module, conn, exc, relation)
+        raise  # not reached: fail_on_query_error exits the module
+    finally:
+        close(conn)
+
+
+def describe(identity: dict[str, Any] | None) -> str:
+    """``_queries.describe_identity``, saying "the whole database" for a whole-database archive's identity
+    (no schema and table) instead of ``table None.None``."""
+    text = describe_identity(identity)
+    if identity and not identity.get("table"):
+        text = text.rpartition(", table ")[0] + ", the whole database"
     return text
 
 
@@ -441,18 +484,49 @@ def write_sidecar(path: str, data: dict[str, Any]) -> None:
         raise
 
 
+# The fields a sidecar may hold and their JSON types (None allowed for every one): a sidecar that is JSON
+# but not in this shape is refused by name rather than failing later on a field of the wrong type.
+SIDECAR_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "archive": (str,), "sha256": (str,), "size_bytes": (int,), "created": (str,), "database": (str,),
+    "scope": (str,), "schema": (str,), "table": (str,), "format": (str,), "identity": (dict,),
+    "metadata": (dict,),
+}
+
+
+def sidecar_problem(data: Any) -> str | None:
+    """Why ``data`` (a parsed sidecar) is not one pg_backup_archive writes, or None."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    wrong = [
+        f"{name} is {type(data[name]).__name__}"
+        for name, types in SIDECAR_FIELD_TYPES.items()
+        if data.get(name) is not None and (not isinstance(data[name], types) or isinstance(data[name], bool))
+    ]
+    return "fields of the wrong type: " + ", ".join(wrong) if wrong else None
+
+
 def read_sidecar(path: str) -> dict[str, Any] | None:
-    """The sidecar's content, or None when there is none; raises ClientError when it is unreadable."""
-    if not os.path.exists(path):
+    """The sidecar's content, or None when there is none; raises ClientError, naming the file, when it
+    cannot be read, is not JSON or not in the shape pg_backup_archive writes."""
+    if not os.path.lexists(path):
         return None
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError) as exc:
         raise ClientError(f"cannot read sidecar {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ClientError(f"sidecar {path} does not hold a JSON object")
-    return data
+    problem = sidecar_problem(data)
+    if problem:
+        raise ClientError(f"sidecar {path} is not one pg_backup_archive writes: {problem}")
+    return t.cast(dict, data)
+
+
+def sidecar_or_reason(path: str) -> dict[str, Any] | str | None:
+    """``read_sidecar`` for retention: the content, None when missing, or why it cannot be read."""
+    try:
+        return read_sidecar(path)
+    except ClientError as exc:
+        return str(exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,13 +563,10 @@ def _archive_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(prefix)}_(?P<stamp>\d{{8}}T\d{{6}}Z)(?:-(?P<n>\d+))?(?:{exts})$")
 
 
-def select_expired(names: list[str], prefix: str, keep: int) -> list[str]:
-    """Archive names with ``prefix`` beyond the newest ``keep`` (by their timestamp), oldest last.
+def archives_newest_first(names: list[str], prefix: str) -> list[str]:
+    """Archive names with ``prefix`` (as this module writes them), newest first by their timestamp.
 
-    Only names this module writes count; sidecars, partial files and other prefixes are ignored.
-    ``keep`` 0 or less keeps everything."""
-    if keep <= 0:
-        return []
+    Sidecars, partial files and other prefixes are ignored."""
     pattern = _archive_pattern(prefix)
     archives = []
     for name in names:
@@ -503,7 +574,72 @@ def select_expired(names: list[str], prefix: str, keep: int) -> list[str]:
         if match:
             archives.append(((match.group("stamp"), int(match.group("n") or 1)), name))
     archives.sort(reverse=True)
-    return [name for _key, name in archives[keep:]]
+    return [name for _key, name in archives]
+
+
+def select_expired(names: list[str], prefix: str, keep: int) -> list[str]:
+    """Archive names with ``prefix`` beyond the newest ``keep`` (by their timestamp), oldest last.
+
+    Only names this module writes count; sidecars, partial files and other prefixes are ignored.
+    ``keep`` 0 or less keeps everything."""
+    if keep <= 0:
+        return []
+    return archives_newest_first(names, prefix)[keep:]
+
+
+@dataclass
+class RetentionPlan:
+    """What retention does with the archives of a prefix (names, not paths)."""
+
+    expired: list[str] = field(default_factory=list)
+    # Beyond ``keep``, but the newest archive of their recorded column type (e.g. the last text[] archive).
+    kept_last_of_type: list[str] = field(default_factory=list)
+    # Not candidates at all: (name, why) - another database's, no identity, an unreadable sidecar.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def retention_candidate(sidecar: dict[str, Any] | str | None, current: dict[str, Any]) -> str | None:
+    """Why an archive with this sidecar (``sidecar_or_reason``) is not this database's to delete, or None."""
+    if sidecar is None:
+        return "no sidecar records which database it is of"
+    if isinstance(sidecar, str):
+        return sidecar
+    if not sidecar.get("identity"):
+        return "its sidecar records no database identity (written before identities were recorded)"
+    mismatches = identity_mismatches(sidecar["identity"], current)
+    if mismatches:
+        return "another database or table: " + "; ".join(mismatches)
+    return None
+
+
+def plan_retention(archives: list[tuple[str, dict[str, Any] | str | None]], current: dict[str, Any],
+                   keep: int) -> RetentionPlan:
+    """Which of ``archives`` (newest first, each with its ``sidecar_or_reason``) retention deletes.
+
+    Only archives whose sidecar identity is this database's table (``current``, no mismatches) are
+    candidates, and they alone count towards ``keep``; of them, the newest archive of each recorded
+    column type is never deleted, so the last backup of the pre-migration state (``text[]``) survives
+    any number of backups of the converted table. ``keep`` 0 or less deletes nothing."""
+    plan = RetentionPlan()
+    if keep <= 0:
+        return plan
+    ours: list[tuple[str, Any]] = []
+    for name, sidecar in archives:
+        reason = retention_candidate(sidecar, current)
+        if reason:
+            plan.skipped.append((name, reason))
+        else:
+            ours.append((name, t.cast(dict, sidecar)["identity"].get("column_type")))
+    newest_of_type: dict[Any, str] = {}
+    for name, column_type in ours:
+        if column_type is not None:
+            newest_of_type.setdefault(column_type, name)
+    for name, column_type in ours[keep:]:
+        if newest_of_type.get(column_type) == name:
+            plan.kept_last_of_type.append(name)
+        else:
+            plan.expired.append(name)
+    return plan
 
 
 # ---------------------------------------------------------------------------------------------

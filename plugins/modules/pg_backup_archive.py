@@ -17,9 +17,15 @@ description:
     archive file, the checksum and C(pg_restore) at the same time, so verifying costs no extra pass.
     A directory archive is read back after C(pg_dump) finishes.
   - Writes a JSON sidecar C(<archive>.json) with the checksum, size, creation time, database
-    (without password), scope, table, pg_dump version and caller-supplied O(metadata).
-  - Keeps the newest O(keep) archives with the same O(prefix) and deletes older ones with their
-    sidecars, only after the new archive is verified.
+    (without password), scope, table, pg_dump version, caller-supplied O(metadata) and the database
+    C(identity) the module reads itself, on its own connection, so a caller cannot mislabel an archive
+    (see RV(identity)).
+  - Keeps the newest O(keep) archives of this database's table with the same O(prefix) and deletes
+    older ones with their sidecars, only after the new archive is verified. Only archives whose sidecar
+    identity is this database's table are ever deleted - never another database's, whatever the prefix,
+    nor one without a readable sidecar or identity - and the newest archive of each recorded column type
+    is always kept (RV(kept_last_of_type)), so the last backup of the pre-migration state survives any
+    number of later backups.
   - Connection settings reach pg_dump as C(PG*) environment variables, so the password is never
     on a command line, in the process list or in the module output. SSL settings reach pg_dump too.
   - pg_dump waits at most O(lock_timeout) seconds for its table locks (C(--lock-wait-timeout)), so a
@@ -56,9 +62,16 @@ options:
     type: str
     default: public
   table:
-    description: Table to dump, for O(scope=table).
+    description: Table to dump; required for O(scope=table).
     type: str
-    default: ml_features
+  column:
+    description:
+      - A column of O(table) whose type the sidecar records in C(identity.column_type) (PostgreSQL's
+        spelling, e.g. C(text[]) or C(jsonb)), checked by
+        O(ledgermind.migrations.pg_backup_restore#module:expected_column_type) and kept apart by retention,
+        which keeps the newest archive of each column type.
+      - The module fails before dumping when the table has no such column. Ignored for O(scope=full).
+    type: str
   format:
     description: pg_dump archive format; both are compressed and can be restored selectively.
     type: str
@@ -71,7 +84,10 @@ options:
     type: int
     default: 1
   keep:
-    description: How many archives with this O(prefix) to keep, including the new one; C(0) keeps all.
+    description:
+      - How many archives of this database's table with this O(prefix) to keep, including the new one; C(0) keeps all.
+      - Archives of other databases or tables, and archives whose sidecar is missing, unreadable or records no
+        identity, are never deleted and do not count (RV(retention_skipped)).
     type: int
     default: 5
   metadata:
@@ -86,6 +102,8 @@ options:
   pg_restore_path:
     description: pg_restore used for verification. Default next to pg_dump, then found like O(pg_dump_path).
     type: path
+requirements:
+  - psycopg2 (C(psycopg2-binary) from PyPI is enough), to read the database identity
 notes:
   - The password is passed in C(PGPASSWORD) to the client processes only; it is masked in any
     output of this module, also when it is part of O(database_url).
@@ -95,11 +113,14 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Back up ml_features before the migration
+- name: Back up ml_features before the migration, recording the type of tokens
   ledgermind.migrations.pg_backup_archive:
     database_url: "{{ ledgermind_db | ledgermind.migrations.libpq_url }}"
     dest_dir: /var/backups/ledgermind
+    table: ml_features
+    column: tokens
     metadata:
+      run_id: "{{ ledgermind_run_id }}"
       fingerprint: "{{ migration_preflight_findings.fingerprint }}"
       total: "{{ migration_preflight_findings.total }}"
   register: backup
@@ -171,6 +192,80 @@ deleted:
   type: list
   elements: str
   sample: [/var/backups/ledgermind/ledgermind_ml_features_20251231T120000Z.dump]
+kept_last_of_type:
+  description:
+    - Archives beyond O(keep) that retention kept (in check mode, would keep) because each is the newest archive of
+      its recorded column type, e.g. the last C(text[]) backup after backups of the converted C(jsonb) table.
+  returned: always
+  type: list
+  elements: str
+  sample: [/var/backups/ledgermind/ledgermind_ml_features_20251230T120000Z.dump]
+retention_skipped:
+  description:
+    - Archives with this O(prefix) that retention left alone because they are not this database's table, or nothing
+      proves they are (no sidecar, an unreadable one, no identity); each with the reason. Empty when O(keep=0).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The archive.
+      type: str
+    reason:
+      description: Why it is not a candidate for deletion.
+      type: str
+  sample:
+    - path: /var/backups/ledgermind/tokens_20251229T120000Z.dump
+      reason: "another database or table: database lm_other (recorded) vs ledgermind (target)"
+identity:
+  description:
+    - The database identity recorded in the sidecar as C(identity), read by the module on its own connection
+      (C(database_identity) in the collection's C(_queries) module_utils).
+    - For O(scope=full) the database alone (C(schema), C(table), C(column) and C(column_type) null).
+  returned: success
+  type: dict
+  contains:
+    system_identifier:
+      description: The cluster's C(pg_control_system()) identifier; null when the role may not read it.
+      type: str
+    database:
+      description: C(current_database()).
+      type: str
+    database_oid:
+      description: The database's oid.
+      type: int
+    database_uuid:
+      description: The database's id in C(ledgermind_migrations.database_instance); null before the first run record.
+      type: str
+    schema:
+      description: The table's schema.
+      type: str
+    table:
+      description: The table.
+      type: str
+    table_oid:
+      description: The table's oid (recorded, never compared - a restore recreates the table under a new one).
+      type: int
+    column:
+      description: O(column).
+      type: str
+    column_type:
+      description: The column's type, e.g. C(text[]) or C(jsonb).
+      type: str
+    server_version_num:
+      description: The server's C(server_version_num).
+      type: int
+  sample:
+    system_identifier: "7301234567890123456"
+    database: ledgermind
+    database_oid: 16384
+    database_uuid: null
+    schema: public
+    table: ml_features
+    table_oid: 16390
+    column: tokens
+    column_type: text[]
+    server_version_num: 150018
 created:
   description: When the archive was written (UTC, ISO 8601), as in the sidecar.
   returned: success and not check mode
@@ -200,8 +295,10 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq impor
 from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (  # noqa: E402
     PARTIAL_SUFFIX,
     ClientError,
+    RetentionPlan,
     archive_name,
     archive_size,
+    archives_newest_first,
     client_env,
     client_version,
     database_name,
@@ -209,15 +306,17 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     dump_error,
     find_client,
     lock_wait_argv,
+    plan_retention,
     public_url,
+    read_identity,
     remove_archive,
     restrict_mode,
     run_client,
     safe_prefix,
     scrub,
     secrets,
-    select_expired,
     sha256_archive,
+    sidecar_or_reason,
     sidecar_path,
     stream_verified_archive,
     verify_archive,
@@ -225,8 +324,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     write_sidecar,
 )
 
-SERVER_VERSION_SQL = "SHOW server_version_num"
-# How pg_dump and psql show in pg_stat_activity, unless connect_params names them.
+# How pg_dump shows in pg_stat_activity, unless connect_params names it.
 APPLICATION_NAME = "ledgermind.migrations.pg_backup_archive"
 
 
@@ -245,15 +343,35 @@ def dump_argv(pg_dump: str, params: dict, target: str | None) -> list[str]:
     return argv + ([f"--file={target}"] if target else [])
 
 
-def server_version_num(psql: str, env: dict[str, str]) -> int:
-    result = run_client([psql, "--no-psqlrc", "--no-password", "--tuples-only", "--no-align", "--quiet",
-                         f"--command={SERVER_VERSION_SQL}"], env)
-    if result.rc != 0:
-        raise ClientError(f"cannot connect to the database: {result.stderr.strip()}")
-    try:
-        return int(result.stdout.strip())
-    except ValueError:
-        raise ClientError(f"unexpected server_version_num {result.stdout.strip()!r}") from None
+def identity_target(params: dict) -> tuple[str | None, str | None, str | None]:
+    """What the identity describes: the table and column for scope=table, the database alone for full."""
+    if params["scope"] == "full":
+        return None, None, None
+    return params["schema"], params["table"], params["column"]
+
+
+def subject_problem(identity: dict, params: dict) -> str | None:
+    """Why the table or column to back up is not there, or None (checked before dumping)."""
+    if params["scope"] != "table":
+        return None
+    where = f"{params['schema']}.{params['table']}"
+    if identity.get("table_oid") is None:
+        return f"table {where} does not exist in database {identity.get('database')}: check schema and table"
+    if params["column"] and identity.get("column_type") is None:
+        return f"table {where} of database {identity.get('database')} has no column {params['column']}: check column"
+    return None
+
+
+def retention(dest_dir: str, names: list[str], prefix: str, keep: int, new_name: str,
+              identity: dict) -> RetentionPlan:
+    """What retention does in ``dest_dir``: the sidecars of the other archives with ``prefix`` are read
+    (one that cannot be read keeps its archive); the new archive counts as this database's."""
+    archives = [
+        (name, {"identity": identity} if name == new_name
+         else sidecar_or_reason(sidecar_path(os.path.join(dest_dir, name))))
+        for name in archives_newest_first(names + [new_name], prefix)
+    ]
+    return plan_retention(archives, identity, keep)
 
 
 def main() -> None:
@@ -263,7 +381,8 @@ def main() -> None:
         prefix=dict(type="str"),
         scope=dict(type="str", choices=["table", "full"], default="table"),
         schema=dict(type="str", default="public"),
-        table=dict(type="str", default="ml_features"),
+        table=dict(type="str"),
+        column=dict(type="str"),
         format=dict(type="str", choices=["custom", "directory"], default="custom"),
         compress_level=dict(type="int", default=1),
         keep=dict(type="int", default=5),
@@ -271,11 +390,12 @@ def main() -> None:
         pg_dump_path=dict(type="path"),
         pg_restore_path=dict(type="path"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[("scope", "table", ("table",))])
     params = module.params
     hidden = secrets(params)
     started = time.monotonic()
-    result: dict = dict(changed=False, deleted=[], verified=False)
+    result: dict = dict(changed=False, deleted=[], kept_last_of_type=[], retention_skipped=[], verified=False)
 
     def fail(msg: str, **extra) -> None:
         extra = {key: scrub(value, hidden) if isinstance(value, str) else value for key, value in extra.items()}
@@ -300,14 +420,15 @@ def main() -> None:
     try:
         pg_dump = find_client("pg_dump", params["pg_dump_path"])
         pg_restore = find_client("pg_restore", params["pg_restore_path"], near=pg_dump)
-        psql = find_client("psql", near=pg_dump)
         dump_major, dump_version = client_version(pg_dump)
-        server_num = server_version_num(psql, env)
     except ClientError as exc:
         fail(str(exc))
         return
+    # Read on our own connection, with the settings pg_dump gets: what the sidecar says the archive is of.
+    identity = read_identity(module, *identity_target(params))
+    server_num = identity["server_version_num"]
     result.update(pg_dump_version=dump_version, server_version_num=server_num)
-    problem = version_problem("pg_dump", dump_major, server_num)
+    problem = version_problem("pg_dump", dump_major, server_num) or subject_problem(identity, params)
     if problem:
         fail(problem)
 
@@ -317,13 +438,21 @@ def main() -> None:
     partial = final + PARTIAL_SUFFIX
     streamed = params["format"] == "custom"
     argv = dump_argv(pg_dump, params, None if streamed else partial)
-    expired = select_expired(existing + [name], prefix, params["keep"])
-    result.update(path=final, sidecar=sidecar_path(final), command=argv)
+    result.update(path=final, sidecar=sidecar_path(final), command=argv, identity=identity)
+
+    def report_retention(plan: RetentionPlan) -> None:
+        result.update(
+            kept_last_of_type=[os.path.join(dest_dir, n) for n in plan.kept_last_of_type],
+            retention_skipped=[dict(path=os.path.join(dest_dir, n), reason=scrub(why, hidden))
+                               for n, why in plan.skipped],
+        )
 
     if module.check_mode:
+        plan = retention(dest_dir, existing, prefix, params["keep"], name, identity)
+        report_retention(plan)
         result.update(
             changed=True,
-            deleted=[os.path.join(dest_dir, n) for n in expired],
+            deleted=[os.path.join(dest_dir, n) for n in plan.expired],
             duration_seconds=round(time.monotonic() - started, 3),
         )
         module.exit_json(**result)
@@ -360,6 +489,7 @@ def main() -> None:
             "size_bytes": size,
             "created": created,
             "database": database,
+            "identity": identity,
             "scope": params["scope"],
             "schema": params["schema"] if params["scope"] == "table" else None,
             "table": params["table"] if params["scope"] == "table" else None,
@@ -381,7 +511,10 @@ def main() -> None:
 
     deleted = []
     try:
-        for old in expired:
+        # Sidecars are read now, after the dump: what is in the directory when we delete.
+        plan = retention(dest_dir, existing, prefix, params["keep"], name, identity)
+        report_retention(plan)
+        for old in plan.expired:
             path = os.path.join(dest_dir, old)
             remove_archive(path)
             deleted.append(path)

@@ -9,9 +9,17 @@ module: pg_backup_restore
 short_description: Restore one table from a verified pg_dump archive, in a single transaction
 version_added: 0.1.0
 description:
-  - Checks the archive's SHA-256 against O(expected_sha256) (default the one in its sidecar
-    C(<archive>.json)) and reads the whole archive (C(pg_restore --file=/dev/null)) B(before)
-    touching the database; a truncated or altered archive is refused.
+  - B(Before) touching the database, also in check mode, proves the archive is a backup of this table of
+    this database - M(ledgermind.migrations.pg_backup_archive) records in its sidecar C(<archive>.json) the
+    C(identity) it read from the database it dumped, and the module reads the target's own identity and
+    refuses on any difference (database name and oid, cluster system identifier, database uuid, schema,
+    table), naming both, whatever the file names say. An archive without a sidecar, or whose sidecar
+    records no identity (written before identities were recorded), is refused with what to do.
+  - Optionally refuses an archive whose recorded column type is not O(expected_column_type) (the state a
+    rollback means to return to, e.g. C(text[])) or whose C(metadata.run_id) is not O(expected_run_id).
+  - Checks the archive's SHA-256 against its sidecar's (and O(expected_sha256) when given) and reads the
+    whole archive (C(pg_restore --file=/dev/null)); a truncated or altered archive, or one whose own
+    header names another database than its sidecar, is refused.
   - Selects the table's entries from the archive's table of contents (the table, its data,
     indexes, constraints, foreign keys, triggers, defaults, owned sequences, comments and ACLs;
     not other tables' foreign keys pointing at it) and restores them with
@@ -41,20 +49,36 @@ options:
     required: true
   expected_sha256:
     description:
-      - SHA-256 the archive must have. Default the C(sha256) of the sidecar C(<src>.json).
-      - Without either, the module refuses to restore.
+      - SHA-256 the archive must have (e.g. the one in the run's record), besides the C(sha256) of its sidecar
+        C(<src>.json), which it must match in any case.
+    type: str
+  expected_column_type:
+    description:
+      - The type the archive's column must have had when it was taken (C(identity.column_type) in its sidecar,
+        recorded from pg_backup_archive's O(ledgermind.migrations.pg_backup_archive#module:column)), e.g. C(text[])
+        for the state before the migration. C(_text) and C(text ARRAY) mean the same as C(text[]).
+      - The archive is refused, naming both types, when it differs or was recorded without a column type.
+      - Not checked when omitted.
+    type: str
+  expected_run_id:
+    description:
+      - The run whose backup this must be (C(metadata.run_id) in the sidecar, as the migration recorded it).
+      - The archive is refused, naming both, when it differs or records none. Not checked when omitted.
     type: str
   schema:
     description: Schema of the table to restore. Default the sidecar's, else C(public).
     type: str
   table:
-    description: Table to restore. Default the sidecar's, else C(ml_features).
+    description:
+      - Table to restore. Default the sidecar's; required for an archive of the whole database.
     type: str
   pg_restore_path:
     description:
       - pg_restore to use.
       - Default found on C(PATH), then in C(pg_config --bindir), then the newest C(/usr/lib/postgresql/*/bin).
     type: path
+requirements:
+  - psycopg2 (C(psycopg2-binary) from PyPI is enough), to read the target database's identity
 notes:
   - Objects of other tables that depend on the table (a foreign key referencing it, a view) make
     the restore fail, and roll back, rather than being dropped.
@@ -64,10 +88,12 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Restore ml_features from the pre-migration backup
+- name: Restore ml_features from the pre-migration backup of this run, and only from it
   ledgermind.migrations.pg_backup_restore:
     database_url: "{{ ledgermind_db | ledgermind.migrations.libpq_url }}"
     src: "{{ pg_backup_result.path }}"
+    expected_column_type: text[]
+    expected_run_id: "{{ ledgermind_run_id }}"
 
 - name: Show what a restore would do
   ledgermind.migrations.pg_backup_restore:
@@ -115,12 +141,47 @@ duration_seconds:
   returned: always
   type: float
   sample: 0.31
+archive_identity:
+  description:
+    - The identity recorded in the archive's sidecar
+      (see RV(ledgermind.migrations.pg_backup_archive#module:identity)).
+  returned: when the sidecar records one
+  type: dict
+  sample:
+    system_identifier: "7301234567890123456"
+    database: ledgermind
+    database_oid: 16384
+    database_uuid: null
+    schema: public
+    table: ml_features
+    table_oid: 16390
+    column: tokens
+    column_type: text[]
+    server_version_num: 150018
+target_identity:
+  description:
+    - The target's identity, read before anything changes; C(column_type) is the column's type before the restore.
+  returned: when the target was reached
+  type: dict
+  sample:
+    system_identifier: "7301234567890123456"
+    database: ledgermind
+    database_oid: 16384
+    database_uuid: null
+    schema: public
+    table: ml_features
+    table_oid: 16502
+    column: tokens
+    column_type: jsonb
+    server_version_num: 150018
 """
 
 import os  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
@@ -131,8 +192,10 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq impor
 from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (  # noqa: E402
     ClientError,
     client_env,
+    describe,
     find_client,
     parse_toc,
+    read_identity,
     read_sidecar,
     run_client,
     scrub,
@@ -143,9 +206,15 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     toc_list_text,
     verify_archive,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
+    identity_mismatches,
+    normalize_type_name,
+)
 
 # How pg_restore shows in pg_stat_activity, unless connect_params names it.
 APPLICATION_NAME = "ledgermind.migrations.pg_backup_restore"
+# The database the archive was dumped from, in the header of `pg_restore --list`.
+_TOC_DBNAME = re.compile(r"^;\s+dbname:\s*(?P<name>.*?)\s*$", re.M)
 
 
 def dbname_conninfo(application_name: str) -> str:
@@ -163,11 +232,85 @@ def restore_argv(pg_restore: str, list_file: str, src: str, application_name: st
     ]
 
 
+def same_type(expected: str, recorded: str) -> bool:
+    """Whether two spellings name one type (``text[]``, ``_text``, ``text ARRAY``)."""
+    try:
+        return normalize_type_name(expected) == normalize_type_name(recorded)
+    except ValueError:
+        return False
+
+
+def sidecar_refusal(src: str, sidecar_file: str, sidecar: dict[str, Any] | None, expected_column_type: str | None,
+                    expected_run_id: str | None) -> str | None:
+    """Why the sidecar alone forbids restoring ``src`` (no sidecar, no identity, another column type or
+    run than expected), or None. Runs before anything else, the database included."""
+    if sidecar is None:
+        return (
+            f"refusing to restore {src}: there is no sidecar {sidecar_file}, so nothing records which database "
+            "the archive is of, nor its checksum. Restore an archive written by pg_backup_archive, with its sidecar."
+        )
+    identity = sidecar.get("identity")
+    if not identity:
+        taken_from = f" (it says it was taken from {sidecar['database']})" if sidecar.get("database") else ""
+        return (
+            f"refusing to restore {src}: its sidecar {sidecar_file} records no database identity{taken_from}; it was "
+            "written before pg_backup_archive recorded one, so nothing proves the archive is of this database. Take "
+            "a new backup with this collection's pg_backup_archive and restore that; to use this archive anyway, "
+            "check by hand that it is of this database (`pg_restore --list` shows its dbname) and run pg_restore "
+            "yourself. Nothing was changed."
+        )
+    if expected_run_id:
+        metadata = sidecar.get("metadata") or {}
+        recorded_run = metadata.get("run_id")
+        if recorded_run is None or str(recorded_run) != expected_run_id:
+            return (
+                f"refusing to restore {src}: it is the backup of run {recorded_run or '(none recorded)'}, expected "
+                f"run {expected_run_id} (metadata.run_id in {sidecar_file}). Restore the archive of run "
+                f"{expected_run_id}. Nothing was changed."
+            )
+    if expected_column_type:
+        recorded_type = identity.get("column_type")
+        if not recorded_type or not same_type(expected_column_type, recorded_type):
+            column = "{}.{}.{}".format(identity.get("schema"), identity.get("table"), identity.get("column"))
+            held = f"holds {column} as {recorded_type}" if recorded_type else (
+                "records no column type (a whole-database archive, or one taken without pg_backup_archive's column)")
+            return (
+                f"refusing to restore {src}: the archive {held}, the restore expects {expected_column_type} "
+                f"(identity.column_type in {sidecar_file}). Restore an archive taken while the column was "
+                f"{expected_column_type}. Nothing was changed."
+            )
+    return None
+
+
+def identity_refusal(src: str, recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """Why the archive (``recorded`` identity) is not a backup of the target (``current``), naming both, or None."""
+    mismatches = identity_mismatches(recorded, current)
+    if not mismatches:
+        return None
+    return (
+        f"refusing to restore {src} into {describe(current)}: the archive is of {describe(recorded)} "
+        f"(differs in {'; '.join(mismatches)}). Restore a backup of this database; nothing was changed."
+    )
+
+
+def header_refusal(src: str, listing: str, recorded: dict[str, Any]) -> str | None:
+    """Why the archive's own header (``pg_restore --list``) contradicts its sidecar's database, or None."""
+    match = _TOC_DBNAME.search(listing)
+    if match and recorded.get("database") and match.group("name") != recorded["database"]:
+        return (
+            f"refusing to restore {src}: pg_restore says it was dumped from database {match.group('name')}, but its "
+            f"sidecar records {recorded['database']}; the sidecar is not this archive's. Nothing was changed."
+        )
+    return None
+
+
 def main() -> None:
     argument_spec = postgres_connection_argument_spec()
     argument_spec.update(
         src=dict(type="path", required=True),
         expected_sha256=dict(type="str"),
+        expected_column_type=dict(type="str"),
+        expected_run_id=dict(type="str"),
         schema=dict(type="str"),
         table=dict(type="str"),
         pg_restore_path=dict(type="path"),
@@ -191,12 +334,41 @@ def main() -> None:
         fail(f"invalid connection settings: {exc}")
         return
 
+    # What the archive is, from its sidecar, before anything else.
+    sidecar_file = sidecar_path(src)
     try:
-        sidecar = read_sidecar(sidecar_path(src)) or {}
-        expected = (params["expected_sha256"] or sidecar.get("sha256") or "").strip().lower()
+        sidecar = read_sidecar(sidecar_file)
+    except ClientError as exc:
+        fail(f"refusing to restore {src}: {exc}")
+        return
+    refusal = sidecar_refusal(src, sidecar_file, sidecar, params["expected_column_type"], params["expected_run_id"])
+    if refusal or sidecar is None:
+        fail(refusal or "no sidecar")
+        return
+    recorded = sidecar["identity"]
+    result["archive_identity"] = recorded
+    schema = params["schema"] or sidecar.get("schema") or "public"
+    table = params["table"] or sidecar.get("table")
+    if not table:
+        fail(f"{src} is an archive of the whole database: name the table to restore (table)")
+        return
+
+    # Whose database this is, read on our own connection; another database's archive is refused here.
+    current = read_identity(module, schema, table, recorded.get("column"))
+    result["target_identity"] = current
+    refusal = identity_refusal(src, recorded, current)
+    if refusal:
+        fail(refusal)
+
+    try:
+        expected = (sidecar.get("sha256") or "").strip().lower()
         if not expected:
+            raise ClientError(f"refusing to restore {src}: its sidecar {sidecar_file} records no sha256")
+        wanted = (params["expected_sha256"] or "").strip().lower()
+        if wanted and wanted != expected:
             raise ClientError(
-                f"refusing to restore {src}: no sidecar {sidecar_path(src)} and no expected_sha256 to check it against"
+                f"refusing to restore {src}: expected SHA-256 {wanted}, but its sidecar {sidecar_file} records "
+                f"{expected}; the sidecar describes another archive"
             )
         actual = sha256_archive(src)
         if actual != expected:
@@ -209,13 +381,14 @@ def main() -> None:
         listing = run_client([pg_restore, "--list", "--verbose", src])
         if listing.rc != 0:
             raise ClientError(f"pg_restore --list failed: {listing.stderr.strip()}")
+        refusal = header_refusal(src, listing.stdout, recorded)
+        if refusal:
+            raise ClientError(refusal)
     except (ClientError, OSError) as exc:
         fail(str(exc))
         return
     result.update(sha256=actual, verified=True)
 
-    schema = params["schema"] or sidecar.get("schema") or "public"
-    table = params["table"] or sidecar.get("table") or "ml_features"
     entries = table_entries(parse_toc(listing.stdout), schema, table)
     if not entries:
         fail(f"archive {src} holds no table {schema}.{table}")

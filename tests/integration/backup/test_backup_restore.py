@@ -1,7 +1,8 @@
 """pg_backup_archive / pg_backup_restore and the pg_backup role, through real Ansible and PostgreSQL.
 
 Each test gets a fresh scratch database ``lm_test_backup`` (dropped afterwards) holding a small
-``ml_features`` table with text[] tokens, NULL and '{}' among them.
+``ml_features`` table with text[] tokens, NULL and '{}' among them; tests of archives shared between
+databases (issue 9) also get ``lm_test_peer``, a smaller database of the same shape.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils import _pg_c
 
 BIN = Path(sys.executable).parent
 SCRATCH_DB = "lm_test_backup"
+PEER_DB = "lm_test_peer"
 WRONG_PASSWORD = "Wr0ng-S3cret-pw-7781"
 SEED_SQL = """
 CREATE TABLE ml_features (txn_id bigint primary key, tokens text[], merchant text);
@@ -35,8 +37,9 @@ INSERT INTO ml_features VALUES
   (3, '{}', 'Empty'),
   (4, '{"with space","quote\\"d",comma\\,here}', 'Odd "Tokens"');
 INSERT INTO ml_features SELECT g, ARRAY['tok' || g, 'm' || (g % 97)], 'merchant ' || (g % 101)
-  FROM generate_series(5, 20000) g;
+  FROM generate_series(5, :rows) g;
 """
+TO_JSONB_SQL = "ALTER TABLE ml_features ALTER COLUMN tokens TYPE jsonb USING to_jsonb(tokens)"
 
 
 def psql(url: str, sql: str, check: bool = True) -> str:
@@ -94,21 +97,40 @@ def run_playbook(tmp_path: Path, tasks: list[dict], extra: list[str] = ()) -> su
     )
 
 
+def scratch_database(name: str, rows: int) -> Iterator[str]:
+    admin = server_url()
+    psql(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    psql(admin, f"CREATE DATABASE {name}")
+    url = with_db(admin, name)
+    psql(url, SEED_SQL.replace(":rows", str(rows)))
+    yield url
+    psql(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def db() -> Iterator[str]:
-    admin = server_url()
-    psql(admin, f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
-    psql(admin, f"CREATE DATABASE {SCRATCH_DB}")
-    url = with_db(admin, SCRATCH_DB)
-    psql(url, SEED_SQL)
-    yield url
-    psql(admin, f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
+    yield from scratch_database(SCRATCH_DB, 20000)
+
+
+@pytest.fixture
+def peer() -> Iterator[str]:
+    """Another database on the same server, whose archives may land in the same directory."""
+    yield from scratch_database(PEER_DB, 500)
 
 
 def backup(url: str, dest: Path, **args) -> dict:
-    result = run_module("pg_backup_archive", {"database_url": url, "dest_dir": str(dest), **args})
+    result = run_module("pg_backup_archive", {"database_url": url, "dest_dir": str(dest), "table": "ml_features",
+                                              "column": "tokens", **args})
     assert not result.get("failed"), result.get("msg")
     return result
+
+
+def restore(url: str, src: str, check: bool = False, **args) -> dict:
+    return run_module("pg_backup_restore", {"database_url": url, "src": src, **args}, check=check)
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
 
 
 def test_backup_is_private_verified_and_described(db, tmp_path):
@@ -136,12 +158,22 @@ def test_backup_is_private_verified_and_described(db, tmp_path):
     assert sidecar["database"] == with_db(db, SCRATCH_DB).replace(f":{password}@", "@")
     assert password not in json.dumps(result["command"])
     assert any(arg.startswith("--table=") for arg in result["command"])
+    # Which database and table the archive is of, read by the module itself (issue 9).
+    identity = sidecar["identity"]
+    assert identity == result["identity"]
+    assert identity["database"] == SCRATCH_DB and identity["database_oid"] == int(
+        psql(db, "SELECT oid FROM pg_database WHERE datname = current_database()"))
+    assert (identity["schema"], identity["table"], identity["column"]) == ("public", "ml_features", "tokens")
+    assert identity["column_type"] == "text[]"
+    assert identity["table_oid"] == int(psql(db, "SELECT 'ml_features'::regclass::oid"))
 
 
 def test_directory_format_full_scope_and_restore_from_it(db, tmp_path):
     result = backup(db, tmp_path, scope="full", format="directory")
     archive = Path(result["path"])
     assert archive.is_dir() and archive.name.startswith("lm_test_backup_full_") and archive.suffix == ".dir"
+    identity = json.loads(Path(result["sidecar"]).read_text())["identity"]
+    assert identity["database"] == SCRATCH_DB and identity["table"] is None and identity["column_type"] is None
     assert stat.S_IMODE(archive.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in archive.iterdir())
     before = snapshot(db)
@@ -171,12 +203,14 @@ def test_truncated_archive_passes_list_but_fails_verification_and_restore(db, tm
     psql(db, "UPDATE ml_features SET merchant = 'after backup' WHERE txn_id = 1")
     before = snapshot(db)
     # The original sidecar's checksum no longer matches: refused before anything else.
-    Path(str(cut) + ".json").write_text(json.dumps({"sha256": result["sha256"], "table": "ml_features"}))
-    refused = run_module("pg_backup_restore", {"database_url": db, "src": str(cut)})
+    sidecar = json.loads(Path(result["sidecar"]).read_text())
+    Path(str(cut) + ".json").write_text(json.dumps(sidecar))
+    refused = restore(db, str(cut))
     assert refused["failed"] and "refusing to restore" in refused["msg"] and "SHA-256" in refused["msg"]
-    # Even with a checksum that matches the truncated bytes, the full read refuses it.
+    # Even with a sidecar whose checksum matches the truncated bytes, the full read refuses it.
     truncated_sha = hashlib.sha256(cut.read_bytes()).hexdigest()
-    refused = run_module("pg_backup_restore", {"database_url": db, "src": str(cut), "expected_sha256": truncated_sha})
+    Path(str(cut) + ".json").write_text(json.dumps(dict(sidecar, sha256=truncated_sha)))
+    refused = restore(db, str(cut), expected_sha256=truncated_sha)
     assert refused["failed"] and "failed verification" in refused["msg"]
     assert snapshot(db) == before
 
@@ -194,7 +228,7 @@ def test_archive_module_rejects_a_truncated_dump_and_keeps_older_archives(db, tm
     )
     fake.chmod(0o755)
     failed = run_module("pg_backup_archive", {
-        "database_url": db, "dest_dir": str(dest), "keep": 1, "pg_dump_path": str(fake),
+        "database_url": db, "dest_dir": str(dest), "table": "ml_features", "keep": 1, "pg_dump_path": str(fake),
         "pg_restore_path": pc.find_client("pg_restore"),
     })
     assert failed["failed"] and "failed verification" in failed["msg"]
@@ -218,7 +252,8 @@ def test_retention_keeps_the_newest_n(db, tmp_path):
 
 def test_check_mode_writes_nothing(db, tmp_path):
     dest = tmp_path / "never"
-    result = run_module("pg_backup_archive", {"database_url": db, "dest_dir": str(dest)}, check=True)
+    result = run_module("pg_backup_archive", {"database_url": db, "dest_dir": str(dest), "table": "ml_features"},
+                        check=True)
     assert result["changed"] and not result.get("failed")
     assert result["command"][0].endswith("pg_dump") and result["command"][-1] == '--table="public"."ml_features"'
     assert not any(arg.startswith("--file") for arg in result["command"])  # streamed, see the module's docs
@@ -241,7 +276,7 @@ def test_wrong_password_is_clear_and_never_shown(db, tmp_path):
     host = urlsplit(db)
     result = run_module("pg_backup_archive", {
         "login_host": host.hostname, "login_port": host.port, "login_user": host.username,
-        "login_password": WRONG_PASSWORD, "login_db": SCRATCH_DB, "dest_dir": str(dest),
+        "login_password": WRONG_PASSWORD, "login_db": SCRATCH_DB, "dest_dir": str(dest), "table": "ml_features",
     })
     assert result["failed"] and "password authentication failed" in result["msg"]
     assert WRONG_PASSWORD not in json.dumps(result)
@@ -288,7 +323,7 @@ def test_pg_dump_older_than_the_server_is_refused_with_the_fix(db, tmp_path):
     old.write_text('#!/bin/sh\necho "pg_dump (PostgreSQL) 13.16"\n')
     old.chmod(0o755)
     result = run_module("pg_backup_archive", {"database_url": db, "dest_dir": str(tmp_path / "b"),
-                                              "pg_dump_path": str(old)})
+                                              "table": "ml_features", "pg_dump_path": str(old)})
     assert result["failed"]
     assert result["msg"].startswith("pg_dump 13 cannot dump server 15: install postgresql-client-15")
     assert not (tmp_path / "b").exists()
@@ -345,3 +380,191 @@ def test_failed_restore_leaves_the_table_as_it_was(db, tmp_path):
     assert "one transaction" in failed["msg"] and "depend" in failed["msg"]
     assert snapshot(db) == before
     assert psql(db, "SELECT count(*) FROM labels") == "1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 9: one directory, two databases. Archives are bound to the database they are of.
+# ---------------------------------------------------------------------------------------------
+
+def test_restore_refuses_another_databases_archive_whatever_its_name(db, peer, tmp_path):
+    dest = tmp_path / "shared"
+    ours = backup(db, dest, prefix="tokens")
+    theirs = backup(peer, dest, prefix="tokens")  # the newest file in the directory, of the other database
+    psql(db, TO_JSONB_SQL)
+    before = snapshot(db)
+
+    for check in (True, False):  # refused before anything changes, in check mode too
+        refused = restore(db, theirs["path"], check=check)
+        assert refused["failed"], refused
+        msg = refused["msg"]
+        assert msg.startswith(f"refusing to restore {theirs['path']} into database {SCRATCH_DB} (oid ")
+        assert f"the archive is of database {PEER_DB} (oid " in msg
+        assert f"database {PEER_DB} (recorded) vs {SCRATCH_DB} (target)" in msg
+        assert refused["archive_identity"]["database"] == PEER_DB
+        assert refused["target_identity"]["database"] == SCRATCH_DB
+        assert "restored_entries" not in refused
+        assert snapshot(db) == before
+
+    # Renamed to look like ours: the sidecar's identity still says whose it is.
+    disguised = dest / Path(ours["path"]).name.replace("tokens_", "tokens_z")
+    disguised.write_bytes(Path(theirs["path"]).read_bytes())
+    Path(str(disguised) + ".json").write_text(Path(theirs["sidecar"]).read_text())
+    refused = restore(db, str(disguised))
+    assert refused["failed"] and f"the archive is of database {PEER_DB}" in refused["msg"]
+    # Their archive under our sidecar (its checksum made to fit): the archive's own header gives it away.
+    Path(str(disguised) + ".json").write_text(json.dumps(
+        dict(json.loads(Path(ours["sidecar"]).read_text()), sha256=theirs["sha256"])))
+    refused = restore(db, str(disguised))
+    assert refused["failed"]
+    assert f"dumped from database {PEER_DB}, but its sidecar records {SCRATCH_DB}" in refused["msg"]
+    assert snapshot(db) == before
+
+    # Our own archive, from the same directory, restores.
+    restored = restore(db, ours["path"], expected_column_type="text[]")
+    assert not restored.get("failed"), restored.get("msg")
+    assert snapshot(db)["type"] == "_text"
+    assert psql(db, "SELECT count(*) FROM ml_features") == "20000"
+
+
+def test_retention_spares_other_databases_and_the_last_text_array_archive(db, peer, tmp_path):
+    dest = tmp_path / "shared"
+    peers = [backup(peer, dest, prefix="tokens", keep=0)["path"] for _round in range(2)]
+    text_array = backup(db, dest, prefix="tokens", keep=1)
+    # keep=1 deleted neither of the other database's (newer) archives, nor counted them.
+    assert text_array["deleted"] == []
+    assert sorted(s["path"] for s in text_array["retention_skipped"]) == sorted(peers)
+    assert all(f"database {PEER_DB} (recorded) vs {SCRATCH_DB} (target)" in s["reason"]
+               for s in text_array["retention_skipped"])
+
+    psql(db, TO_JSONB_SQL)
+    first_jsonb = backup(db, dest, prefix="tokens", keep=1)
+    assert first_jsonb["identity"]["column_type"] == "jsonb"
+    assert first_jsonb["deleted"] == []
+    assert first_jsonb["kept_last_of_type"] == [text_array["path"]]
+    second_jsonb = backup(db, dest, prefix="tokens", keep=1)
+    third_jsonb = backup(db, dest, prefix="tokens", keep=1)
+    assert second_jsonb["deleted"] == [first_jsonb["path"], first_jsonb["sidecar"]]
+    assert third_jsonb["deleted"] == [second_jsonb["path"], second_jsonb["sidecar"]]
+    assert third_jsonb["kept_last_of_type"] == [text_array["path"]]
+
+    kept = [*peers, text_array["path"], third_jsonb["path"]]
+    assert names(dest) == sorted([Path(p).name for p in kept] + [Path(p).name + ".json" for p in kept])
+    # The last text[] archive is still what a rollback can restore.
+    restored = restore(db, text_array["path"], expected_column_type="text[]")
+    assert not restored.get("failed"), restored.get("msg")
+    assert snapshot(db)["type"] == "_text"
+
+
+def test_retention_leaves_archives_without_a_provable_identity_alone(db, tmp_path):
+    dest = tmp_path / "backups"
+    first = backup(db, dest, prefix="tokens", keep=0)
+    second = backup(db, dest, prefix="tokens", keep=0)
+    Path(first["sidecar"]).write_text('{"sha256": "')  # truncated JSON
+    legacy = json.loads(Path(second["sidecar"]).read_text())
+    del legacy["identity"]  # as written before identities were recorded
+    Path(second["sidecar"]).write_text(json.dumps(legacy))
+
+    third = backup(db, dest, prefix="tokens", keep=1)
+    assert third["deleted"] == []
+    reasons = {s["path"]: s["reason"] for s in third["retention_skipped"]}
+    assert reasons[first["path"]].startswith(f"cannot read sidecar {first['sidecar']}: ")
+    assert "no database identity" in reasons[second["path"]]
+    assert Path(first["path"]).exists() and Path(second["path"]).exists()
+    # In check mode, the same plan.
+    planned = run_module("pg_backup_archive", {"database_url": db, "dest_dir": str(dest), "table": "ml_features",
+                                               "column": "tokens", "prefix": "tokens", "keep": 1}, check=True)
+    assert planned["deleted"] == [third["path"]]
+    assert {s["path"] for s in planned["retention_skipped"]} == {first["path"], second["path"]}
+
+
+def test_corrupt_or_foreign_shaped_sidecar_is_refused_by_name(db, tmp_path):
+    result = backup(db, tmp_path)
+    sidecar = Path(result["sidecar"])
+    before = snapshot(db)
+    for content, says in [
+        ('{"sha256": "', f"cannot read sidecar {sidecar}: "),
+        (b"\xff\xfe\x00garbage", f"cannot read sidecar {sidecar}: "),
+        ('["not", "an", "object"]', f"sidecar {sidecar} is not one pg_backup_archive writes: it holds a JSON list"),
+        (json.dumps({"sha256": 12, "identity": "ledgermind", "table": "ml_features"}),
+         f"sidecar {sidecar} is not one pg_backup_archive writes: fields of the wrong type: sha256 is int, "
+         "identity is str"),
+    ]:
+        if isinstance(content, bytes):
+            sidecar.write_bytes(content)
+        else:
+            sidecar.write_text(content)
+        refused = restore(db, result["path"])
+        assert refused["failed"], refused
+        assert refused["msg"].startswith(f"refusing to restore {result['path']}: {says}"), refused["msg"]
+        assert "Traceback" not in json.dumps(refused) and "MODULE FAILURE" not in refused["msg"]
+    assert snapshot(db) == before
+
+
+def test_restore_checks_the_column_type_and_the_run(db, tmp_path):
+    dest = tmp_path / "backups"
+    result = backup(db, dest, metadata={"run_id": "run-1"})
+    psql(db, TO_JSONB_SQL)
+    before = snapshot(db)
+
+    refused = restore(db, result["path"], expected_column_type="jsonb", check=True)
+    assert refused["failed"]
+    assert "the archive holds public.ml_features.tokens as text[], the restore expects jsonb" in refused["msg"]
+    refused = restore(db, result["path"], expected_run_id="run-2")
+    assert refused["failed"]
+    assert "it is the backup of run run-1, expected run run-2" in refused["msg"]
+    assert snapshot(db) == before
+
+    # An archive written before identities were recorded: refused, saying why and what to do.
+    legacy = json.loads(Path(result["sidecar"]).read_text())
+    Path(result["sidecar"]).write_text(json.dumps({k: v for k, v in legacy.items() if k != "identity"}))
+    refused = restore(db, result["path"])
+    assert refused["failed"]
+    assert "records no database identity (it says it was taken from postgresql://" in refused["msg"]
+    assert "Take a new backup" in refused["msg"] and urlsplit(db).password not in refused["msg"]
+    assert snapshot(db) == before
+    Path(result["sidecar"]).write_text(json.dumps(legacy))
+
+    # Through the role, with both expectations met (_text is text[]).
+    out = run_playbook(tmp_path, [
+        {"ansible.builtin.include_role": {"name": "ledgermind.migrations.pg_backup", "tasks_from": "restore"},
+         "vars": {"pg_backup_connection": {"url": db}, "pg_backup_restore_src": result["path"],
+                  "pg_backup_restore_expected_column_type": "_text",
+                  "pg_backup_restore_expected_run_id": "run-1"}},
+    ])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert snapshot(db)["type"] == "_text"
+    # And refused through the role when the run differs.
+    out = run_playbook(tmp_path, [
+        {"ansible.builtin.include_role": {"name": "ledgermind.migrations.pg_backup", "tasks_from": "restore"},
+         "vars": {"pg_backup_connection": {"url": db}, "pg_backup_restore_src": result["path"],
+                  "pg_backup_restore_expected_run_id": "run-2"}},
+    ])
+    assert out.returncode != 0 and "expected run run-2" in out.stdout
+
+
+def test_role_reports_a_failed_backup_then_fails_with_its_message(db, tmp_path):
+    full_disk = tmp_path / "pg_dump"
+    full_disk.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --version) exec {} --version;; esac\n'
+        'echo "pg_dump: error: could not write to output file: No space left on device" >&2\n'
+        "exit 1\n".format(pc.find_client("pg_dump"))
+    )
+    full_disk.chmod(0o755)
+    out = run_playbook(tmp_path, [{
+        "block": [{"ansible.builtin.include_role": {"name": "ledgermind.migrations.pg_backup"},
+                   "vars": {"pg_backup_connection": {"url": db}, "pg_backup_dir": str(tmp_path / "b"),
+                            "pg_backup_pg_dump_path": str(full_disk),
+                            "pg_backup_pg_restore_path": pc.find_client("pg_restore")}}],
+        "rescue": [{"ansible.builtin.copy": {
+            "content": "{{ {'report': pg_backup_report, 'msg': ansible_failed_result.msg} | to_json }}",
+            "dest": str(tmp_path / "report.json"), "mode": "0600"}}],
+    }])
+    assert out.returncode == 0, out.stdout + out.stderr
+    seen = json.loads((tmp_path / "report.json").read_text())
+    report = seen["report"]
+    assert report["failed"] is True and report["verified"] is False and report["path"] == ""
+    assert report["reason"].startswith("pg_dump failed (exit code 1): ")
+    assert "No space left on device" in report["reason"]
+    assert seen["msg"] == report["reason"]  # the role failed with the module's own message
+    assert report["identity"]["database"] == SCRATCH_DB
