@@ -737,9 +737,9 @@ RETURNING *
 
 def update_run_sql(history_schema: str, fields: t.Sequence[str], finish: bool) -> t.Any:
     """``UPDATE run_history SET <fields>, heartbeat [, finished_at], details || %(details)s WHERE run_id``."""
-    sets = [sql.SQL('{} = %({})s{}').format(sql.Identifier(name), sql.SQL(name),
-                                             sql.SQL('::jsonb' if name in RUN_JSON_FIELDS else ''))
-            for name in fields]
+    sets = [sql.SQL('{} = %({})s{}').format(
+        sql.Identifier(name), sql.SQL(name), sql.SQL('::jsonb' if name in RUN_JSON_FIELDS else ''))
+        for name in fields]
     sets.append(sql.SQL('heartbeat_at = pg_catalog.now()'))
     sets.append(sql.SQL("details = details || %(details)s::jsonb"))
     if finish:

@@ -21,8 +21,8 @@ description:
   - Alembic's sessions run with settings the module chooses (O(lock_timeout_ms), O(statement_timeout_ms),
     O(idle_in_transaction_timeout_ms)), given as connection options, which beat whatever the role or database
     sets by default (C(ALTER ROLE ... SET statement_timeout)).
-  - Whether anything changed is read from the database, not from Alembic's exit: the state (revision, and the
-    type of O(state_column) and the presence and validity of O(state_index) when given) before and after.
+  - Whether anything changed is read from the database, not from Alembic's exit, comparing the state before and
+    after (the revision, and the type of O(state_column) and the presence and validity of O(state_index) when given).
     A failed move that changed the schema is returned as RV(partial), with both states in the message.
 version_added: 0.1.0
 author:
@@ -90,7 +90,7 @@ options:
       - The revision the schema already is at although Alembic's version table says otherwise, for example after
         an upgrade that changed the column and then failed before Alembic recorded it (a half-applied upgrade).
       - When the version table says anything else than O(assume_revision), it is first set to it with
-        C(alembic stamp), so that the move runs from what the schema really is. Only the caller can know this:
+        C(alembic stamp), so that the move runs from what the schema really is. Only the caller can know this;
         the module never guesses it.
     type: str
   retries:

@@ -158,6 +158,12 @@ archive_identity:
     column: tokens
     column_type: text[]
     server_version_num: 150018
+archive_metadata:
+  description:
+    - The O(ledgermind.migrations.pg_backup_archive#module:metadata) recorded in the archive's sidecar, for example
+      the run id, fingerprint, fingerprint sums and snapshot the migration recorded with its backup.
+  returned: when the sidecar records an identity
+  type: dict
 target_identity:
   description:
     - The target's identity, read before anything changes; C(column_type) is the column's type before the restore.
@@ -347,6 +353,8 @@ def main() -> None:
         return
     recorded = sidecar["identity"]
     result["archive_identity"] = recorded
+    # What the caller recorded with the backup (run id, fingerprint): the proof of a restore compares with it.
+    result["archive_metadata"] = sidecar.get("metadata") or {}
     schema = params["schema"] or sidecar.get("schema") or "public"
     table = params["table"] or sidecar.get("table")
     if not table:

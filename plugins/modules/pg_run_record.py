@@ -262,10 +262,9 @@ def judge_running(row: dict[str, t.Any], sessions: list[dict[str, t.Any]], stale
     """Whether a ``running`` run is still at work, and why we think so."""
     age = float(row.get('heartbeat_age_seconds') or 0)
     if sessions:
-        names = '; '.join('pid {} {} ({}, {:.0f} s): {}'.format(s['pid'], s['application_name'], s['state'],
-                                                               float(s['seconds'] or 0),
-                                                               ' '.join((s['query'] or '').split())[:120])
-                          for s in sessions[:3])
+        names = '; '.join('pid {} {} ({}, {:.0f} s): {}'.format(
+            s['pid'], s['application_name'], s['state'], float(s['seconds'] or 0),
+            ' '.join((s['query'] or '').split())[:120]) for s in sessions[:3])
         return True, f'our sessions are still active on the database: {names}'
     if take_over and take_over == row.get('run_id'):
         return False, f'taken over as asked (take_over={take_over}); last heartbeat {age:.0f} s ago'
@@ -432,7 +431,7 @@ def main() -> None:
         if running and running['alive']:
             fail(module, holder_message(running, running['why'], '{}.{}'.format(params['schema'], params['table'])),
                  **{k: v for k, v in result.items() if k != 'changed'})
-    elif not found['history_present']:
+    elif not found['history_present'] and not module.check_mode:
         fail(module, 'No run history in database {} (schema {} is missing): start the run first (step=start).'
              .format(found['identity']['database'], params['history_schema']))
     if module.check_mode:
