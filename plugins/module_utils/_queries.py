@@ -924,6 +924,8 @@ WHERE a.attrelid = %(relid)s::oid AND a.attname = %(column)s AND a.attnum > 0 AN
 
 WRITE_LOG_COUNT_SQL = 'SELECT count(*)::bigint AS rows FROM {hs}.write_log WHERE run_id = %(run_id)s'
 WRITE_LOG_DELETE_SQL = 'DELETE FROM {hs}.write_log WHERE run_id = %(run_id)s'
+# A run's status in the run history (read after HISTORY_PRESENT_SQL); no row for a run it does not know.
+RUN_STATUS_SQL = 'SELECT status FROM {hs}.run_history WHERE run_id = %(run_id)s'
 
 # The scan's snapshot; REPEATABLE READ keeps it for the whole transaction, so it is the one every
 # query of the module (counts, sums, the write log) read.
@@ -1006,10 +1008,6 @@ def create_write_log_trigger_sql(schema: str, table: str, history_schema: str, f
 def drop_write_log_trigger_sql(schema: str, table: str) -> t.Any:
     return sql.SQL('DROP TRIGGER IF EXISTS {} ON {}').format(
         sql.Identifier(WRITE_LOG_TRIGGER), sql.Identifier(schema, table))
-
-
-def drop_write_log_function_sql(history_schema: str, function: str) -> t.Any:
-    return sql.SQL('DROP FUNCTION IF EXISTS {}()').format(sql.Identifier(history_schema, function))
 
 
 def trigger_args(raw: t.Any) -> list[str]:

@@ -26,9 +26,12 @@ description:
     C(ALTER TABLE ... TYPE) converts the column (C(text[]) to C(jsonb) and back). It reads the column through the
     whole row, never through a plan cached with the old type. Its work per write is one row conversion, two hashes
     and one insert into an unlogged table without indexes.
-  - O(state=absent) drops the trigger and its function, and deletes this run's entries, returning how many there
-    were (RV(rows_logged)). The log table and schema stay, for other runs.
-  - A trigger left by another run is never replaced or dropped. O(state=present) refuses and names the run.
+  - O(state=absent) drops the trigger and deletes this run's entries, returning how many there were
+    (RV(rows_logged)). The function, the log table and the schema stay: an archive dumped while the trigger
+    existed recreates it on restore, and that needs the function.
+  - A trigger of another run that the run history records as running is never replaced or dropped: O(state=present)
+    refuses and names the run. One of a finished or unknown run (for example brought back with its table by a
+    restore from backup) is taken over by O(state=present) and removed by O(state=absent), with that run's entries.
 author:
   - LedgerMind SRE (@ledgermind)
 options:
@@ -159,15 +162,22 @@ column:
   type: str
   sample: tokens
 rows_logged:
-  description: How many entries the log held for O(run_id) (deleted, except in check mode).
+  description: How many entries the log held for O(run_id), and for the finished run whose trigger went too (deleted,
+    except in check mode).
   returned: when O(state=absent)
   type: int
   sample: 1523
 other_run_id:
-  description: The run a trigger found on the table belongs to, when it is not O(run_id); it is left in place.
+  description:
+    - The run a trigger found on the table belongs to, when it is not O(run_id). Left in place while that run is
+      running, removed otherwise.
   returned: when O(state=absent) and such a trigger exists
   type: str
   sample: 20251231T080000Z-migrate
+replaced_run_id:
+  description: The finished run whose trigger O(state=present) took over.
+  returned: when O(state=present) found such a trigger
+  type: str
 '''
 
 import typing as t  # noqa: E402
@@ -185,10 +195,12 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
     COLUMN_SQL,
     HISTORY_LOCK_SQL,
+    HISTORY_PRESENT_SQL,
     KEY_COLUMN_SQL,
     LOCK_HOLDERS_SQL,
     PRIMARY_KEY_SQL,
     RELATION_SQL,
+    RUN_STATUS_SQL,
     WRITE_LOG_COLUMNS,
     WRITE_LOG_COUNT_SQL,
     WRITE_LOG_DDL,
@@ -200,7 +212,6 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     WRITE_LOG_TRIGGER_SQL,
     create_write_log_function_sql,
     create_write_log_trigger_sql,
-    drop_write_log_function_sql,
     drop_write_log_trigger_sql,
     history_sql,
     lock_holders_params,
@@ -269,17 +280,18 @@ def present_actions(found: dict[str, t.Any], wanted: dict[str, t.Any]) -> list[s
     return actions
 
 
-def absent_actions(found: dict[str, t.Any], run_id: str, rows_logged: int) -> list[str]:
-    """The steps ``state=absent`` takes: the trigger only when it is this run's, then the function once no
-    trigger uses it, then this run's entries."""
+def absent_actions(found: dict[str, t.Any], run_id: str, rows_logged: int, other_active: bool = True) -> list[str]:
+    """The steps ``state=absent`` takes: the trigger when it is this run's, or a finished run's (a restore from
+    backup brings back the trigger the archive was dumped with), then the entries.
+
+    The function stays: an archive dumped while the trigger existed recreates the trigger on restore, and
+    that restore needs the function.
+    """
     actions = []
     trigger = found['trigger']
     ours = trigger is not None and (trigger_args(trigger['args']) or [None])[0] == run_id
-    if ours:
+    if trigger is not None and (ours or not other_active):
         actions.append('drop_trigger')
-    function = found['function']
-    if function is not None and function['triggers'] - (1 if ours else 0) == 0:
-        actions.append('drop_function')
     if rows_logged:
         actions.append('delete_entries')
     return actions
@@ -295,7 +307,6 @@ def describe(action: str, names: dict[str, str], rows_logged: int = 0) -> str:
         'create_trigger': 'create trigger {trigger} on {table}',
         'replace_trigger': 'replace trigger {trigger} on {table}',
         'drop_trigger': 'drop trigger {trigger} on {table}',
-        'drop_function': 'drop function {function}',
         'delete_entries': 'delete {rows} entries of run {run_id} from {write_log}',
     }[action].format(rows=rows_logged, **names)
 
@@ -397,14 +408,23 @@ def execute_present(cur: t.Any, actions: list[str], params: dict[str, t.Any], fu
                                                  params['run_id'], params['column']))
 
 
-def execute_absent(cur: t.Any, actions: list[str], params: dict[str, t.Any], function: str) -> None:
+def run_is_active(cur: t.Any, history_schema: str, run_id: str) -> bool:
+    """Whether the run history records ``run_id`` as running; a run it does not know is over."""
+    cur.execute(HISTORY_PRESENT_SQL, dict(hs=history_schema))
+    if not cur.fetchone()['present']:
+        return False
+    cur.execute(history_sql(RUN_STATUS_SQL, history_schema), dict(run_id=run_id))
+    row = cur.fetchone()
+    return bool(row and row['status'] == 'running')
+
+
+def execute_absent(cur: t.Any, actions: list[str], params: dict[str, t.Any], runs: list[str]) -> None:
     hs = params['history_schema']
     if 'drop_trigger' in actions:
         cur.execute(drop_write_log_trigger_sql(params['schema'], params['table']))
-    if 'drop_function' in actions:
-        cur.execute(drop_write_log_function_sql(hs, function))
     if 'delete_entries' in actions:
-        cur.execute(history_sql(WRITE_LOG_DELETE_SQL, hs), dict(run_id=params['run_id']))
+        for run_id in runs:
+            cur.execute(history_sql(WRITE_LOG_DELETE_SQL, hs), dict(run_id=run_id))
 
 
 def run(module: AnsibleModule) -> dict[str, t.Any]:
@@ -429,12 +449,13 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
             found = read_found(cur, p, relid, function)
             check_log_table(module, found, names)
             other = other_run(found, p['run_id'])
+            other_active = other is not None and run_is_active(cur, hs, other)
             if present:
                 if relid is None:  # not reached: find_table failed
                     raise AssertionError('no table')
                 check_column(module, cur, relid)
                 key = find_key(module, cur, relid)
-                if other is not None:
+                if other is not None and other_active:
                     fail(module, f"{names['table']} already has trigger {WRITE_LOG_TRIGGER} for run {other}. "
                                  f'One run logs a table at a time: finish that run, or remove its log '
                                  f'(state=absent, run_id={other}), then retry. Nothing was changed.',
@@ -443,21 +464,30 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
                 actions = present_actions(found, dict(history_schema=hs, function=function, body=body,
                                                       run_id=p['run_id'], column=p['column']))
                 result.update(key_column=key, column=p['column'])
+                if other is not None:
+                    # A finished run's trigger, e.g. restored with its table from a backup: taken over.
+                    result['replaced_run_id'] = other
                 if actions and not module.check_mode:
                     execute_present(cur, actions, p, function, body)
+                    if other is not None and found['log_exists']:
+                        cur.execute(history_sql(WRITE_LOG_DELETE_SQL, hs), dict(run_id=other))
             else:
                 rows = 0
+                # This run's entries, and those of a finished run whose trigger goes too.
+                runs = [p['run_id']] + ([other] if other is not None and not other_active else [])
                 if found['log_exists']:
-                    cur.execute(history_sql(WRITE_LOG_COUNT_SQL, hs), dict(run_id=p['run_id']))
-                    rows = int(cur.fetchone()['rows'])
-                actions = absent_actions(found, p['run_id'], rows)
+                    for run_id in runs:
+                        cur.execute(history_sql(WRITE_LOG_COUNT_SQL, hs), dict(run_id=run_id))
+                        rows += int(cur.fetchone()['rows'])
+                actions = absent_actions(found, p['run_id'], rows, other_active)
                 result['rows_logged'] = rows
                 if other is not None:
                     result['other_run_id'] = other
-                    module.warn(f"Trigger {WRITE_LOG_TRIGGER} on {names['table']} belongs to run {other}, not "
-                                f"{p['run_id']}; it was left in place.")
+                    if other_active:
+                        module.warn(f"Trigger {WRITE_LOG_TRIGGER} on {names['table']} belongs to run {other}, "
+                                    f"which is still running; it was left in place.")
                 if actions and not module.check_mode:
-                    execute_absent(cur, actions, p, function)
+                    execute_absent(cur, actions, p, runs)
         if module.check_mode:
             conn.rollback()
         else:

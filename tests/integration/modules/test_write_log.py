@@ -429,6 +429,9 @@ def test_check_mode_idempotence_other_runs_and_absent(db_url: str) -> None:
     assert again['changed'] is False and again['actions'] == []
     assert write_log(db_url, check=True)['changed'] is False
 
+    # The run history (pg_run_record's) says RUN is at work: another run may not take its trigger.
+    sql(db_url, f"CREATE TABLE {HS}.run_history (run_id text PRIMARY KEY, status text NOT NULL);"
+                f"INSERT INTO {HS}.run_history VALUES ('{RUN}', 'running')")
     other = write_log(db_url, run_id='run-other')
     assert other['failed'] and other['other_run_id'] == RUN
     assert f'already has trigger ledgermind_write_log for run {RUN}' in other['msg']
@@ -442,19 +445,34 @@ def test_check_mode_idempotence_other_runs_and_absent(db_url: str) -> None:
     dry_absent = write_log(db_url, check=True, state='absent')
     assert dry_absent['changed'] is True and dry_absent['rows_logged'] == 6
     assert dry_absent['actions'] == ['drop trigger ledgermind_write_log on public.ml_features',
-                                     f"drop function {made['function']}",
                                      f'delete 6 entries of run {RUN} from {HS}.write_log']
     assert log_rows(db_url) == 6 and triggers(db_url) == 1
 
     removed = write_log(db_url, state='absent')
     assert removed['changed'] is True and removed['rows_logged'] == 6 and removed['actions'] == dry_absent['actions']
     assert triggers(db_url) == 0
-    assert sql(db_url, 'SELECT count(*) FROM pg_proc WHERE proname = %s', (function_name,)) == [(0,)]
+    # The function stays: restoring an archive dumped with the trigger recreates the trigger, which needs it.
+    assert sql(db_url, 'SELECT count(*) FROM pg_proc WHERE proname = %s', (function_name,)) == [(1,)]
     assert log_rows(db_url) == 0 and log_rows(db_url, 'run-other') == 1
     sql(db_url, "UPDATE ml_features SET tokens = '{z}' WHERE txn_id = 8")
     assert log_rows(db_url) == 0
     final = write_log(db_url, state='absent')
     assert (final['changed'], final['actions'], final['rows_logged']) == (False, [], 0)
+
+
+def test_a_finished_runs_trigger_is_taken_over_and_removed(db_url: str) -> None:
+    """A restore from backup brings back the trigger the archive was dumped with, under the run that took the
+    backup and has long finished: the next run's present takes it over, absent removes it with its entries."""
+    write_log(db_url)
+    sql(db_url, f"CREATE TABLE {HS}.run_history (run_id text PRIMARY KEY, status text NOT NULL);"
+                f"INSERT INTO {HS}.run_history VALUES ('{RUN}', 'passed')")
+    sql(db_url, "UPDATE ml_features SET tokens = '{x}' WHERE txn_id <= 3")
+    taken = write_log(db_url, run_id='run-next')
+    assert not taken.get('failed') and taken['replaced_run_id'] == RUN, taken
+    assert log_rows(db_url) == 0 and triggers(db_url) == 1
+    write_log(db_url, run_id=RUN)  # not running: its trigger may be taken back too (a restore does just that)
+    gone = write_log(db_url, run_id='run-next', state='absent')
+    assert gone['other_run_id'] == RUN and triggers(db_url) == 0, gone
 
 
 def test_refuses_tables_without_a_usable_key(db_url: str) -> None:

@@ -47,15 +47,25 @@ def test_present_actions(state: dict[str, t.Any], actions: list[str]) -> None:
 
 
 @pytest.mark.parametrize(('state', 'rows', 'actions'), [
-    (found(function=GOOD_FUNCTION, trig=trigger()), 12, ['drop_trigger', 'drop_function', 'delete_entries']),
-    (found(function=GOOD_FUNCTION, trig=trigger()), 0, ['drop_trigger', 'drop_function']),
+    # The function always stays: a restore of an archive dumped with the trigger needs it.
+    (found(function=GOOD_FUNCTION, trig=trigger()), 12, ['drop_trigger', 'delete_entries']),
+    (found(function=GOOD_FUNCTION, trig=trigger()), 0, ['drop_trigger']),
     (found(), 0, []),
-    (found(function=dict(GOOD_FUNCTION, triggers=0)), 3, ['drop_function', 'delete_entries']),
-    # Another run's trigger stays, and so does the function it uses; this run's entries go.
-    (found(function=GOOD_FUNCTION, trig=trigger(run_id='run-0')), 5, ['delete_entries']),
+    (found(function=dict(GOOD_FUNCTION, triggers=0)), 3, ['delete_entries']),
 ])
 def test_absent_actions(state: dict[str, t.Any], rows: int, actions: list[str]) -> None:
     assert m.absent_actions(state, 'run-1', rows) == actions
+
+
+@pytest.mark.parametrize(('other_active', 'actions'), [
+    # A running run's trigger stays; this run's entries go.
+    (True, ['delete_entries']),
+    # A finished run's trigger (restored with its table from a backup) goes with the run that found it.
+    (False, ['drop_trigger', 'delete_entries']),
+])
+def test_absent_leaves_only_a_running_runs_trigger(other_active: bool, actions: list[str]) -> None:
+    state = found(function=GOOD_FUNCTION, trig=trigger(run_id='run-0'))
+    assert m.absent_actions(state, 'run-1', 5, other_active) == actions
 
 
 @pytest.mark.parametrize(('trig', 'other'), [(None, None), (trigger(), None), (trigger(run_id='run-0'), 'run-0')])
