@@ -137,6 +137,7 @@ import typing as t  # noqa: E402
 from collections.abc import Mapping, Sequence  # noqa: E402
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
+from ansible.module_utils.parsing.convert_bool import boolean  # noqa: E402
 
 PASS = 'pass'
 FAIL = 'fail'
@@ -172,9 +173,10 @@ Judged = tuple[str, str]  # (status, evidence)
 # ---------------------------------------------------------------------------------------------
 
 def flag(value: t.Any) -> bool:
-    """A recorded boolean: ``True``, ``'True'``, ``'true'``, ``'yes'``, ``1`` are true; missing is false."""
-    if isinstance(value, str):
-        return value.strip().lower() in ('true', 'yes', 'on', '1')
+    """A recorded boolean read as Ansible's ``bool`` filter reads it (``'True'``, ``'yes'``, ``1`` are true);
+    missing, or anything it does not know, is false; a container is true when it is not empty."""
+    if value is None or isinstance(value, (str, bytes, bool, int, float)):
+        return boolean(value, strict=False)
     return bool(value)
 
 

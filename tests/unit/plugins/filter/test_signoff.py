@@ -331,6 +331,7 @@ def test_bad_input_is_a_clear_error(inputs: t.Any, message: str) -> None:
 @pytest.mark.parametrize(('value', 'expected'), [
     (True, True), ('True', True), ('true', True), ('yes', True), (1, True),
     (False, False), ('False', False), ('false', False), ('', False), (None, False), (0, False),
+    ({'a': 1}, True), ([], False),
 ])
 def test_flag(value: t.Any, expected: bool) -> None:
     assert s.flag(value) is expected
