@@ -20,8 +20,9 @@ description:
   - A phase that ran and failed is V(fail) with its full message (multi-line messages kept whole), also when it
     failed before recording its own result, provided O(_input.failure) names the phase (C(phase), or C(tags)
     holding one of C(preflight), C(backup), C(migrate), C(validate), C(deploy), C(smoke)).
-  - "Verdict: V(FAILED) when a failure was recorded or any item failed; else V(ROLLED BACK) for a migrate run
-    that was rolled back; else V(CHECK MODE) in check mode (nothing was done, so nothing passed); else V(PASSED)."
+  - "Verdict: V(FAILED) when a failure was recorded or any item failed; else V(NOTHING TO ROLL BACK) for a rollback
+    run that found the table never migrated; else V(ROLLED BACK) for a migrate run that was rolled back; else
+    V(CHECK MODE) in check mode (nothing was done, so nothing passed); else V(PASSED)."
   - Keys it does not know are copied into the report as they are (unless they would replace one of its own), so
     new inputs such as C(run_record) or C(half_applied) reach the JSON before the sign-off judges them.
 positional: _input
@@ -378,6 +379,8 @@ def judge_rollback_plan(rollback: Mapping[str, t.Any]) -> Judged:
 
 
 def judge_rollback_verified(rollback: Mapping[str, t.Any], failure: Mapping[str, t.Any], proof: t.Any) -> Judged:
+    if rollback and flag(rollback.get('nothing_to_do')):
+        return SKIPPED, text(rollback.get('summary')) or 'nothing to roll back'
     if rollback:
         return (PASS if flag(rollback.get('ok')) else FAIL), with_proof(
             text(rollback.get('summary')) or 'the rollback recorded no summary', proof or rollback.get('proof'))
@@ -439,9 +442,11 @@ def signoff_items(inputs: Mapping[str, t.Any]) -> list[dict[str, str]]:
 
 def verdict(kind: str, items: list[dict[str, str]], failure: Mapping[str, t.Any], rollback: Mapping[str, t.Any],
             check_mode: bool) -> str:
-    """FAILED, ROLLED BACK, CHECK MODE or PASSED: never PASSED for work a dry run did not do."""
+    """FAILED, NOTHING TO ROLL BACK, ROLLED BACK, CHECK MODE or PASSED: never PASSED for work a dry run did not do."""
     if failure or any(entry['status'] == FAIL for entry in items):
         return 'FAILED'
+    if kind == 'rollback' and flag(rollback.get('nothing_to_do')):
+        return 'NOTHING TO ROLL BACK'
     if kind == 'migrate' and rollback:
         return 'ROLLED BACK'
     if check_mode:

@@ -152,7 +152,7 @@ ROLLBACK_CASES = [
                                                                'summary': 'Nothing to roll back: pre-migration'}},
      'skipped', 'not needed: nothing to roll back'),
     (s.ROLLBACK_VERIFIED, {'rollback': {'ok': True, 'nothing_to_do': True, 'summary': 'Nothing to roll back: x'}},
-     'pass', 'Nothing to roll back: x'),
+     'skipped', 'Nothing to roll back: x'),
     (s.ROLLBACK_VERIFIED, {}, 'pass', ROLLBACK['summary']),
     (s.ROLLBACK_VERIFIED, {'rollback': dict(ROLLBACK, ok=False)}, 'fail', ROLLBACK['summary']),
     (s.ROLLBACK_VERIFIED, {'rollback': {}, 'failure': failure('sha256 mismatch\nfor x.dump')},
@@ -261,6 +261,8 @@ def test_the_sample_check_is_rendered_as_judged() -> None:
     (ROLLBACK_RUN, {}, 'PASSED'),
     (ROLLBACK_RUN, {'rollback': dict(ROLLBACK, ok=False), 'failure': failure('Rollback not proven')}, 'FAILED'),
     (ROLLBACK_RUN, {'check_mode': True}, 'CHECK MODE'),
+    # A table never migrated: the rollback changed nothing and says so, never "PASSED ... fingerprint as before".
+    (ROLLBACK_RUN, {'rollback': dict(ROLLBACK, nothing_to_do=True), 'migration': {}}, 'NOTHING TO ROLL BACK'),
 ])
 def test_verdict(base: dict, changes: dict, expected: str) -> None:
     assert run(base, **changes)['verdict'] == expected
