@@ -308,6 +308,9 @@ def judge_migration(migration: Mapping[str, t.Any], failure: Mapping[str, t.Any]
         return SKIPPED, 'not run'
     attempts = migration.get('attempts') or []
     tries = ' ({} {})'.format(len(attempts), 'try' if len(attempts) == 1 else 'tries') if attempts else ''
+    if rollback and flag(rollback.get('downgrade_replaced_by_restore')):
+        return SKIPPED, 'the downgrade failed ({}); the table was restored from the archive instead{}'.format(
+            text(rollback.get('downgrade_error')) or 'no message', tries)
     if flag(migration.get('failed')):
         return FAIL, (text(migration.get('msg')) or (failure_text(failure) if failure else 'failed')) + tries
     if check_mode and moves(migration):

@@ -263,6 +263,8 @@ def test_the_sample_check_is_rendered_as_judged() -> None:
     (ROLLBACK_RUN, {'check_mode': True}, 'CHECK MODE'),
     # A table never migrated: the rollback changed nothing and says so, never "PASSED ... fingerprint as before".
     (ROLLBACK_RUN, {'rollback': dict(ROLLBACK, nothing_to_do=True), 'migration': {}}, 'NOTHING TO ROLL BACK'),
+    # The downgrade failed and the verified archive was restored instead: rolled back, the downgrade not passed.
+    (ROLLBACK_RUN, {'rollback': dict(ROLLBACK, downgrade_replaced_by_restore=True, downgrade_error='e')}, 'PASSED'),
 ])
 def test_verdict(base: dict, changes: dict, expected: str) -> None:
     assert run(base, **changes)['verdict'] == expected
@@ -341,3 +343,9 @@ def test_flag(value: t.Any, expected: bool) -> None:
 
 def test_filter_is_registered() -> None:
     assert s.FilterModule().filters() == {'signoff': s.signoff}
+
+
+def test_a_downgrade_replaced_by_a_restore_is_not_reported_as_passed() -> None:
+    report = run(ROLLBACK_RUN, rollback=dict(ROLLBACK, downgrade_replaced_by_restore=True, downgrade_error='1 row(s)'))
+    item = next(i for i in report['items'] if i['item'].startswith('Downgrade'))
+    assert item['status'] == 'skipped' and 'the downgrade failed (1 row(s))' in item['evidence'], item
