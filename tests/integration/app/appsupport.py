@@ -35,14 +35,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
+def wait_port(port: int, proc: subprocess.Popen | None = None, hang_guard: float = 300) -> None:
+    """Returns once something listens on `port`; fails at once when `proc` (the server) has exited.
+
+    The server is waited for, however slow the machine: `hang_guard` only stops a test that would never end."""
+    deadline = time.monotonic() + hang_guard
     while time.monotonic() < deadline:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode} "
+                                 f"before listening on {port}")
         time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
+    raise AssertionError(f"nothing listens on {port} after {hang_guard:.0f} s (hang guard)")
 
 
 def task_results(doc) -> list[tuple[str, dict]]:

@@ -36,7 +36,7 @@ def serve():
             **os.environ, "PYTHONPATH": str(BACKEND), key: str(port), **env},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proc)
-        wait_port(port)
+        wait_port(port, proc)
         return port
 
     yield start
