@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg2
@@ -212,20 +214,44 @@ def test_rerun_after_cancelled_concurrent_index_build(seeded: ScratchDb) -> None
     """A real partial failure: CREATE INDEX CONCURRENTLY is cancelled and leaves an INVALID index.
 
     CONCURRENTLY waits for every transaction whose snapshot predates the build; an open
-    REPEATABLE READ transaction holds one, and statement_timeout then cancels the build.
+    REPEATABLE READ transaction holds one, and the build is cancelled once it is seen waiting for it
+    (by what happened, not after a time the type change before it might outlast on a slow machine).
     """
     before = snapshot(seeded, "to_jsonb(tokens)")
     blocker = psycopg2.connect(seeded.url)
+    done = threading.Event()
+    cancelled: list[int] = []
+
+    def cancel_the_waiting_build() -> None:
+        conn = seeded.connect()
+        try:
+            with conn.cursor() as cur:
+                while not done.is_set() and not cancelled:
+                    cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND pid <> pg_backend_pid() AND query ILIKE '%%CREATE INDEX CONCURRENTLY%%'"
+                                " AND wait_event_type = 'Lock' AND wait_event = 'virtualxid'")
+                    for (pid,) in cur.fetchall():
+                        cur.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                        cancelled.append(pid)
+                    time.sleep(0.05)
+        finally:
+            conn.close()
+
+    canceller = threading.Thread(target=cancel_the_waiting_build, daemon=True)
     try:
         blocker.set_session(isolation_level="REPEATABLE READ")
         with blocker.cursor() as cur:
             cur.execute("SELECT 1")  # takes the snapshot, no lock on ml_features
-        failed = seeded.alembic("upgrade", HEAD, env={"PGOPTIONS": "-c statement_timeout=3000"})
+        canceller.start()
+        failed = seeded.alembic("upgrade", HEAD)  # its subprocess timeout is the hang guard
     finally:
+        done.set()
+        canceller.join(timeout=60)
         blocker.rollback()
         blocker.close()
+    assert cancelled, "the index build was never seen waiting for the older snapshot"
     assert failed.returncode != 0
-    assert "canceling statement due to statement timeout" in failed.stderr
+    assert "canceling statement due to user request" in failed.stderr
     assert version(seeded) == BASE  # no version bump ...
     assert column_type(seeded) == ("jsonb", "jsonb")  # ... but the type change was committed
     invalid = index_info(seeded)
