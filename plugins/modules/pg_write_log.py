@@ -72,6 +72,20 @@ options:
       - Schema holding C(write_log) and the trigger function; created when missing.
     type: str
     default: ledgermind_migrations
+  lock_timeout_ms:
+    description:
+      - Longest time one try waits for the table's lock (C(CREATE TRIGGER) takes SHARE ROW EXCLUSIVE, which writers
+        queue behind; C(DROP TRIGGER) ACCESS EXCLUSIVE, which readers queue behind too). No query waits longer.
+    type: int
+    default: 1000
+  retries:
+    description: Tries at most; between two, a back-off doubling from O(retry_delay) up to 30 s.
+    type: int
+    default: 5
+  retry_delay:
+    description: Seconds to wait after the first try that could not get the lock.
+    type: float
+    default: 1.0
 extends_documentation_fragment:
   - ledgermind.migrations.connection
   - ansible.builtin.action_common_attributes
@@ -180,10 +194,12 @@ replaced_run_id:
   type: str
 '''
 
+import time  # noqa: E402
 import typing as t  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
+from ansible_collections.ledgermind.migrations.plugins.module_utils._alembic import backoff_delays  # noqa: E402
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
     close,
     connect_writable,
@@ -234,6 +250,9 @@ def argument_spec() -> dict[str, t.Any]:
         column=dict(type='str'),
         key=dict(type='str', no_log=False),
         history_schema=dict(type='str', default='ledgermind_migrations'),
+        lock_timeout_ms=dict(type='int', default=1000),
+        retries=dict(type='int', default=5),
+        retry_delay=dict(type='float', default=1.0),
     )
     return spec
 
@@ -427,7 +446,28 @@ def execute_absent(cur: t.Any, actions: list[str], params: dict[str, t.Any], run
             cur.execute(history_sql(WRITE_LOG_DELETE_SQL, hs), dict(run_id=run_id))
 
 
+class LockBusy(Exception):
+    """The table's lock was not granted within the lock budget (or a deadlock was broken): try again later."""
+
+
+# lock_not_available (lock_timeout), deadlock_detected: another try can succeed once the other session is gone.
+RETRYABLE_SQLSTATES = ('55P03', '40P01')
+
+
 def run(module: AnsibleModule) -> dict[str, t.Any]:
+    """``run_once`` under the lock budget: each try waits at most O(lock_timeout_ms) for the table's lock (so
+    no query queues behind it for longer), then backs off and tries again, O(retries) times in all."""
+    p = module.params
+    delays = backoff_delays(p['retries'], p['retry_delay'], 30.0)
+    for attempt in range(p['retries']):
+        try:
+            return run_once(module, last_try=attempt >= len(delays))
+        except LockBusy:
+            time.sleep(delays[attempt])
+    raise AssertionError('unreachable: the last try fails the module instead of raising LockBusy')
+
+
+def run_once(module: AnsibleModule, last_try: bool = True) -> dict[str, t.Any]:
     p = module.params
     present = p['state'] == 'present'
     hs = p['history_schema']
@@ -437,7 +477,7 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
     result: dict[str, t.Any] = dict(changed=False, actions=[], trigger=WRITE_LOG_TRIGGER, function=names['function'],
                                     write_log=names['write_log'], table=names['table'], run_id=p['run_id'])
     actions: list[str] = []
-    conn = connect_writable(module)
+    conn = connect_writable(module, settings=dict(lock_timeout='{}ms'.format(p['lock_timeout_ms'])))
     try:
         if module.check_mode:
             conn.set_session(readonly=True)
@@ -493,6 +533,9 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
         else:
             conn.commit()
     except psycopg2.Error as e:
+        if getattr(e, 'pgcode', None) in RETRYABLE_SQLSTATES and not last_try:
+            close(conn)
+            raise LockBusy() from e
         if getattr(e, 'pgcode', None) == SQLSTATE_INSUFFICIENT_PRIVILEGE:
             fail(module, 'Permission denied while {} the write log on {}: the role must own the table (or hold its '
                          'TRIGGER privilege) and be able to create schema {} (CREATE on the database) or write in it. '
@@ -509,6 +552,8 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            required_if=[('state', 'present', ('column',))])
+    if module.params['retries'] < 1 or module.params['lock_timeout_ms'] < 1:
+        fail(module, 'retries and lock_timeout_ms must be at least 1.')
     module.exit_json(**run(module))
 
 
