@@ -11,7 +11,9 @@ Standard library plus psycopg2 only (the container is Debian's python3 and pytho
 
 Environment: ``DATABASE_URL`` (libpq URI), ``BACKEND_PORT`` (18080), ``BACKEND_HOST`` (127.0.0.1),
 ``LLM_BASE_URL`` (http://127.0.0.1:18081), ``LEDGERMIND_TOKENS_MODEL`` (``json`` or ``text-array``,
-baked into the image), ``LEDGERMIND_FAULT`` (``chat`` makes /agent/chat fail: for rollback drills).
+baked into the image), ``LEDGERMIND_FAULT`` (``chat`` makes /agent/chat fail: for rollback drills;
+``crash-once`` kills the process on the first /agent/chat of the container's life, a marker in /tmp keeping the
+restarted process alive: a crash that a restart policy and a retry would hide).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any
 
 from ledgermind_backend import __version__
 
+# LEDGERMIND_FAULT=crash-once: written before the crash, so the process the restart policy brings back lives.
+CRASH_MARKER = "/tmp/ledgermind-crashed-once"
 # udt_name the column must have for each model: jsonb for the JSON model, _text (text[]) before it.
 EXPECTED_UDT = {"json": "jsonb", "text-array": "_text"}
 # The query each model runs to find features by token: it fails on the other model's column type.
@@ -110,6 +114,10 @@ def ready() -> tuple[int, dict[str, Any]]:
 def chat(payload: Any, stub: bool) -> tuple[int, dict[str, Any]]:
     if os.environ.get("LEDGERMIND_FAULT", "") == "chat":
         return 500, {"error": "fault injected: LEDGERMIND_FAULT=chat"}
+    if os.environ.get("LEDGERMIND_FAULT", "") == "crash-once" and not os.path.exists(CRASH_MARKER):
+        with open(CRASH_MARKER, "w", encoding="utf-8") as marker:
+            marker.write("crashed once\n")
+        os._exit(70)
     messages = payload.get("messages") if isinstance(payload, dict) else None
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
         return 400, {"error": "expected {\"messages\": [{\"role\": ..., \"content\": ...}]}"}

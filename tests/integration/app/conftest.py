@@ -80,3 +80,13 @@ def compose_project(db_url, tmp_path) -> Iterator[dict]:
     subprocess.run(["docker", "compose", "--project-name", PROJECT, "--file",
                     str(REPO / "examples" / "backend" / "docker-compose.prod.yml"), "down"],
                    env={**os.environ, "DATABASE_URL": "unused"}, capture_output=True, check=False)
+    remove_keepers(PROJECT)
+
+
+def remove_keepers(project: str) -> None:
+    """The stopped keeper containers compose_redeploy leaves for a put-back (compose down does not see them)."""
+    ids = subprocess.run(["docker", "ps", "--all", "--quiet", "--filter",
+                          f"label=org.ledgermind.keeper.project={project}"],
+                         capture_output=True, text=True, check=False).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "--force", *ids], capture_output=True, check=False)
