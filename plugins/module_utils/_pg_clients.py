@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import typing as t
 from dataclasses import dataclass, field
@@ -29,8 +30,13 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     build_connect_kwargs,
     close,
     connect,
+    connection_error_message,
+    ensure_psycopg2,
+    fail,
     fail_on_query_error,
     psycopg2,
+    query_error_message,
+    target_of,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import (
     QUERY_KEYS,
@@ -40,9 +46,23 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq impor
     to_url,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+    COLUMN_SQL,
+    DUMP_SNAPSHOT_SETTINGS_SQL,
+    EXPORT_SNAPSHOT_SQL,
+    LOCK_HOLDERS_SQL,
+    PRIMARY_KEY_SQL,
+    RELATION_SQL,
+    SNAPSHOT_SQL,
+    Sums,
+    column_kind,
     database_identity,
     describe_identity,
     identity_mismatches,
+    integrity_counts_sql,
+    integrity_params,
+    lock_for_dump_sql,
+    lock_holders_params,
+    relation_problem,
 )
 
 if t.TYPE_CHECKING:
@@ -200,6 +220,181 @@ def describe(identity: dict[str, Any] | None) -> str:
     if identity and not identity.get("table"):
         text = text.rpartition(", table ")[0] + ", the whole database"
     return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Content: the table's fingerprint in the very snapshot pg_dump dumps
+# ---------------------------------------------------------------------------------------------
+
+# How long closing waits for a cancelled scan to return before leaving it to the process's exit.
+CANCEL_WAIT_SECONDS = 30.0
+
+
+def content_record(sums: Sums, snapshot: str, column: str, key: str) -> dict[str, Any]:
+    """The sidecar's ``content``: the ``fingerprint``, ``fingerprint_sums`` and ``snapshot`` that
+    pg_jsonb_integrity returns for the same rows, with the column and key they were read by."""
+    return {"fingerprint": sums.fingerprint(), "fingerprint_sums": sums.as_json(), "snapshot": snapshot,
+            "column": column, "key": key}
+
+
+def content_skip_reason(schema: str, table: str, column: str, info: dict[str, Any] | None,
+                        keys: list[str]) -> str | None:
+    """Why the content fingerprint of ``schema.table`` cannot be computed by ``column`` (``info``: its
+    ``_queries.COLUMN_SQL`` row, None when missing) and the primary key columns ``keys``, or None."""
+    why = f"no content fingerprint recorded for the archive of {schema}.{table}: "
+    if info is None:
+        return why + f"it has no column {column}"
+    if column_kind(info.get("data_type"), info.get("udt_name")) is None:
+        return why + (f"column {column} is {info.get('formatted_type')}; the fingerprint reads jsonb, json or array "
+                      "(e.g. text[]) columns")
+    if len(keys) != 1:
+        has = "no primary key" if not keys else f"a multi-column primary key ({', '.join(keys)})"
+        return why + f"the table has {has}; the fingerprint needs a single-column primary key"
+    return None
+
+
+def lock_timeout_setting(seconds: int | None) -> str:
+    """``lock_timeout`` for SET: ``5s``; 0 or None waits forever (``0``)."""
+    return f"{int(seconds)}s" if seconds else "0"
+
+
+class DumpSnapshot:
+    """The transaction whose snapshot pg_dump dumps (``--snapshot``), and the table's fingerprint in it.
+
+    ``open_dump_snapshot`` opens it (READ ONLY, REPEATABLE READ, the table locked ACCESS SHARE before the
+    snapshot is taken, the snapshot exported). ``start_scan`` runs ``_queries.integrity_counts_sql``, the
+    counting pass of pg_jsonb_integrity, so its sums are the ones pg_jsonb_integrity computes for the same
+    rows, in that transaction on a thread of its own while pg_dump runs (psycopg2 waits for the server
+    without holding the GIL); ``content`` waits for it. ``close`` ends the transaction, and the export with
+    it: only once pg_dump has ended (pg_dump imports the snapshot as it starts, and cannot once the
+    exporting transaction is gone). A scan still running is cancelled first.
+    """
+
+    def __init__(self, conn: Any, target: dict[str, str], snapshot: str, snapshot_id: str,
+                 lock_timeout: int | None = None) -> None:
+        self.conn = conn
+        self.target = target  # schema, table, key, column, kind: integrity_counts_sql's arguments
+        self.snapshot = snapshot  # pg_current_snapshot()::text, as pg_jsonb_integrity returns it
+        self.snapshot_id = snapshot_id  # pg_export_snapshot(), for pg_dump --snapshot
+        self.lock_timeout = lock_timeout
+        self._thread: threading.Thread | None = None
+        self._row: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def start_scan(self) -> None:
+        self._thread = threading.Thread(target=self._scan, name="ledgermind-content-scan", daemon=True)
+        self._thread.start()
+
+    def _scan(self) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(integrity_counts_sql(**self.target), integrity_params("array", "string"))
+                self._row = dict(cur.fetchone())
+        except BaseException as exc:  # noqa: BLE001 - handed over to the module's thread by scan_error()
+            self._error = exc
+
+    def scan_error(self) -> str | None:
+        """Why the scan failed, once it has; None while it runs, after it succeeded, or before it started."""
+        if self._error is None:
+            return None
+        relation = "{schema}.{table}".format(**self.target)
+        sqlstate = getattr(self._error, "pgcode", None)
+        if not isinstance(self._error, psycopg2.Error):
+            detail = f"{type(self._error).__name__}: {self._error}"
+        elif sqlstate == "57014" or isinstance(self._error, psycopg2.extensions.QueryCanceledError):
+            # No statement timeout here: cancelled by close(), pg_cancel_backend or a shutdown.
+            detail = f"the scan of {relation} was cancelled: {' '.join(str(self._error).split())}"
+        else:
+            detail = query_error_message(sqlstate, str(self._error), self.lock_timeout, None, relation)
+        return f"the archive's content fingerprint could not be computed in the dump's snapshot: {detail}"
+
+    def content(self) -> dict[str, Any]:
+        """The sidecar's ``content`` (``content_record``) once the scan has ended; ClientError when it failed."""
+        if self._thread is None:
+            raise ClientError("the content scan was never started")
+        self._thread.join()
+        problem = self.scan_error()
+        if problem or self._row is None:
+            raise ClientError(problem or "the content scan returned no row")
+        row = self._row
+        sums = Sums(int(row["total"]), int(row["hash1"]), int(row["hash2"]))
+        return content_record(sums, self.snapshot, self.target["column"], self.target["key"])
+
+    def close(self) -> None:
+        """End the transaction and close; never raises, and does nothing the second time. A scan still running
+        is cancelled; if it does not return in time, the connection is left to the process's exit (closing it
+        would wait for the scan), and the server ends the transaction when the connection drops."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None and self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.conn.cancel()
+            self._thread.join(CANCEL_WAIT_SECONDS)
+            if self._thread.is_alive():
+                return
+        close(self.conn)
+
+
+def open_dump_snapshot(module: AnsibleModule, schema: str, table: str, column: str,
+                       application_name: str) -> DumpSnapshot | str:
+    """The transaction pg_dump takes its snapshot from (``DumpSnapshot``), or why the table's content fingerprint
+    cannot be computed (``content_skip_reason``; nothing is left open then).
+
+    Its own connection, with the settings the clients get, named ``application_name`` unless ``connect_params``
+    names it. Timeouts are set and the table is locked (ACCESS SHARE, waiting at most ``lock_timeout``) before
+    any snapshot exists, so no ALTER TABLE commits between the snapshot and pg_dump's own lock. Connection and
+    query errors (a lock wait that timed out names the sessions holding the table) fail the module, closing
+    the connection."""
+    ensure_psycopg2(module)
+    params = module.params
+    kwargs = build_connect_kwargs(params)
+    if not (params.get("connect_params") or {}).get("application_name"):
+        kwargs["application_name"] = application_name
+    try:
+        conn = psycopg2.connect(cursor_factory=psycopg2.extras.RealDictCursor, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - psycopg2.Error or a malformed option; never a traceback
+        fail(module, connection_error_message(str(exc), target_of(params)))
+    opened: DumpSnapshot | None = None
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
+        with conn.cursor() as cur:
+            for statement in DUMP_SNAPSHOT_SETTINGS_SQL:
+                cur.execute(statement, {"lock_timeout": lock_timeout_setting(params.get("lock_timeout"))})
+            cur.execute(lock_for_dump_sql(schema, table))
+            # The snapshot is taken here, by the first query, after the lock.
+            cur.execute(RELATION_SQL, {"schema": schema, "table": table})
+            relation = cur.fetchone()
+            problem = relation_problem(relation, schema, table)
+            if problem:
+                fail(module, problem)
+            relid = int(relation["relid"])
+            cur.execute(COLUMN_SQL, {"schema": schema, "table": table, "relid": relid, "column": column})
+            info = cur.fetchone()
+            cur.execute(PRIMARY_KEY_SQL, {"relid": relid})
+            keys = [str(row["column_name"]) for row in cur.fetchall()]
+            reason = content_skip_reason(schema, table, column, dict(info) if info else None, keys)
+            if reason:
+                return reason
+            cur.execute(SNAPSHOT_SQL)
+            snapshot = cur.fetchone()
+            if snapshot["isolation"] != "repeatable read":
+                fail(module, f"the backup's transaction runs at isolation level {snapshot['isolation']}, not "
+                             "repeatable read: its fingerprint would not describe the dump's snapshot")
+            cur.execute(EXPORT_SNAPSHOT_SQL)
+            snapshot_id = str(cur.fetchone()["snapshot_id"])
+        kind = t.cast(str, column_kind(info["data_type"], info["udt_name"]))
+        opened = DumpSnapshot(conn, {"schema": schema, "table": table, "key": keys[0], "column": column, "kind": kind},
+                              str(snapshot["snapshot"]), snapshot_id, params.get("lock_timeout"))
+        return opened
+    except psycopg2.Error as exc:
+        fail_on_query_error(module, conn, exc, f"{schema}.{table}", LOCK_HOLDERS_SQL,
+                            lock_holders_params(schema, table))
+        raise  # not reached: fail_on_query_error exits the module
+    finally:
+        if opened is None:
+            close(conn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,7 +684,7 @@ def write_sidecar(path: str, data: dict[str, Any]) -> None:
 SIDECAR_FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "archive": (str,), "sha256": (str,), "size_bytes": (int,), "created": (str,), "database": (str,),
     "scope": (str,), "schema": (str,), "table": (str,), "format": (str,), "identity": (dict,),
-    "metadata": (dict,),
+    "metadata": (dict,), "content": (dict,),
 }
 
 

@@ -515,6 +515,25 @@ ORDER BY s.k""").format(source=_scan_from(schema, table, key, column, kind, Fals
                         rel=sql.Identifier(schema, table), key=sql.Identifier(key))
 
 
+# The backup's own snapshot (pg_backup_archive): a READ ONLY, REPEATABLE READ transaction sets its timeouts and
+# locks the table before any snapshot exists (SET LOCAL and LOCK take none; set_config() in a SELECT would), so no
+# ALTER TABLE commits between the snapshot and pg_dump's own lock. It then exports the snapshot for
+# ``pg_dump --snapshot`` and runs integrity_counts_sql in it while pg_dump dumps: the sums describe the archive.
+# No statement timeout (pg_dump has none either) and no idle timeout: the exporting transaction must outlive
+# pg_dump's import of its snapshot, and stays open until pg_dump ends.
+DUMP_SNAPSHOT_SETTINGS_SQL = (
+    'SET LOCAL statement_timeout = 0',
+    'SET LOCAL idle_in_transaction_session_timeout = 0',
+    'SET LOCAL lock_timeout = %(lock_timeout)s',
+)
+EXPORT_SNAPSHOT_SQL = 'SELECT pg_catalog.pg_export_snapshot() AS snapshot_id'
+
+
+def lock_for_dump_sql(schema: str, table: str) -> t.Any:
+    """``LOCK TABLE ... IN ACCESS SHARE MODE``, the lock pg_dump takes: it blocks DDL only, never reads or writes."""
+    return sql.SQL('LOCK TABLE {} IN ACCESS SHARE MODE').format(sql.Identifier(schema, table))
+
+
 # ---------------------------------------------------------------------------------------------
 # EXPLAIN
 # ---------------------------------------------------------------------------------------------

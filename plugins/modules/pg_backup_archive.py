@@ -20,6 +20,15 @@ description:
     (without password), scope, table, pg_dump version, caller-supplied O(metadata) and the database
     C(identity) the module reads itself, on its own connection, so a caller cannot mislabel an archive
     (see RV(identity)).
+  - With O(column), records the table's content as it is in the archive (RV(content)). The module opens a READ ONLY,
+    REPEATABLE READ transaction, locks the table (ACCESS SHARE, as pg_dump does, before any snapshot exists, so no
+    C(ALTER TABLE) commits in between), exports its snapshot and has pg_dump dump that very snapshot
+    (C(--snapshot)). In the same transaction, while pg_dump runs, it computes the fingerprint exactly as
+    M(ledgermind.migrations.pg_jsonb_integrity) does (the same counting pass, keyed by the table's single-column
+    primary key). Under live writes that fingerprint describes the archive, whatever the application writes
+    before or during the dump; a fingerprint taken earlier (a pre-flight's) need not. The transaction stays open
+    until pg_dump ends. Without a single-column primary key, or for a column that is not an array, C(json) or
+    C(jsonb), the module warns and records no content.
   - Keeps the newest O(keep) archives of this database's table with the same O(prefix) and deletes
     older ones with their sidecars, only after the new archive is verified. Only archives whose sidecar
     identity is this database's table are ever deleted - never another database's, whatever the prefix,
@@ -70,6 +79,8 @@ options:
         spelling, e.g. C(text[]) or C(jsonb)), checked by
         O(ledgermind.migrations.pg_backup_restore#module:expected_column_type) and kept apart by retention,
         which keeps the newest archive of each column type.
+      - The column whose content fingerprint is taken in the dump's own snapshot and recorded as RV(content)
+        (sidecar C(content)); without O(column) none is.
       - The module fails before dumping when the table has no such column. Ignored for O(scope=full).
     type: str
   format:
@@ -105,6 +116,12 @@ options:
 requirements:
   - psycopg2 (C(psycopg2-binary) from PyPI is enough), to read the database identity
 notes:
+  - The content scan runs, like pg_dump, without a statement timeout (O(query_timeout) is not applied) and with
+    C(idle_in_transaction_session_timeout) off for its transaction, which must outlive pg_dump's import of its
+    snapshot; its table lock waits at most O(lock_timeout) seconds, as pg_dump's does.
+  - An C(ALTER TABLE) that arrives after the content transaction locked the table but before pg_dump did queues
+    behind the one and ahead of the other; pg_dump then gives up after O(lock_timeout) seconds and the backup fails
+    (with O(lock_timeout=0), both wait until the C(ALTER TABLE) gives up).
   - The password is passed in C(PGPASSWORD) to the client processes only; it is masked in any
     output of this module, also when it is part of O(database_url).
   - For a directory archive, RV(sha256) is the SHA-256 of the C(sha256sum)-style listing of its files.
@@ -174,6 +191,7 @@ command:
   description:
     - The pg_dump command line (no secrets; connection settings travel in the environment).
     - Without C(--file) in custom format, whose output the module streams into the archive.
+    - With C(--snapshot=<id>) when RV(content) is taken (not in check mode, where no snapshot is exported).
   returned: always
   type: list
   elements: str
@@ -266,6 +284,51 @@ identity:
     column: tokens
     column_type: text[]
     server_version_num: 150018
+content:
+  description:
+    - The table's content in the archive, recorded in the sidecar as C(content); computed in the snapshot pg_dump
+      dumped, exactly as M(ledgermind.migrations.pg_jsonb_integrity) computes its
+      RV(ledgermind.migrations.pg_jsonb_integrity#module:fingerprint), so a table restored from the archive has
+      this fingerprint.
+    - Null without O(column), for O(scope=full), and when the table has no single-column primary key or the
+      column is not an array, C(json) or C(jsonb) (the module then warns).
+  returned: success and not check mode
+  type: dict
+  contains:
+    fingerprint:
+      description: The content fingerprint of the archived rows.
+      type: str
+    fingerprint_sums:
+      description:
+        - The fingerprint's exact parts, as pg_jsonb_integrity's
+          RV(ledgermind.migrations.pg_jsonb_integrity#module:fingerprint_sums) (hash sums as decimal strings); with
+          RV(content.snapshot), its O(ledgermind.migrations.pg_jsonb_integrity#module:baseline).
+      type: dict
+      contains:
+        total:
+          description: Rows.
+          type: int
+        hash1:
+          description: Sum of the first row hashes.
+          type: str
+        hash2:
+          description: Sum of the second row hashes.
+          type: str
+    snapshot:
+      description: The dump's snapshot, C(pg_current_snapshot()) text, the baseline snapshot of a write-log proof.
+      type: str
+    column:
+      description: O(column).
+      type: str
+    key:
+      description: The primary key column the fingerprint's rows are keyed by.
+      type: str
+  sample:
+    fingerprint: 3f1c0e5d9a7b2c4e8f6a1b3c5d7e9f01
+    fingerprint_sums: {total: 20000, hash1: "-1234567890123456789012", hash2: "987654321098765432101"}
+    snapshot: "63951:63955:63952"
+    column: tokens
+    key: txn_id
 created:
   description: When the archive was written (UTC, ISO 8601), as in the sidecar.
   returned: success and not check mode
@@ -295,6 +358,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq impor
 from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (  # noqa: E402
     PARTIAL_SUFFIX,
     ClientError,
+    DumpSnapshot,
     RetentionPlan,
     archive_name,
     archive_size,
@@ -306,6 +370,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     dump_error,
     find_client,
     lock_wait_argv,
+    open_dump_snapshot,
     plan_retention,
     public_url,
     read_identity,
@@ -334,13 +399,28 @@ def quote_ident(name: str) -> str:
     return f'"{escaped}"'
 
 
-def dump_argv(pg_dump: str, params: dict, target: str | None) -> list[str]:
-    """pg_dump's command line; ``target`` None writes to stdout (the streamed custom format)."""
+def dump_argv(pg_dump: str, params: dict, target: str | None, snapshot_id: str | None = None) -> list[str]:
+    """pg_dump's command line; ``target`` None writes to stdout (the streamed custom format); ``snapshot_id``
+    (``pg_export_snapshot()``) makes pg_dump dump that snapshot."""
     argv = [pg_dump, f"--format={params['format']}", f"--compress={params['compress_level']}", "--no-password",
             *lock_wait_argv(params["lock_timeout"])]
+    if snapshot_id:
+        argv.append(f"--snapshot={snapshot_id}")
     if params["scope"] == "table":
         argv += ["--strict-names", f"--table={quote_ident(params['schema'])}.{quote_ident(params['table'])}"]
     return argv + ([f"--file={target}"] if target else [])
+
+
+def wants_content(params: dict) -> bool:
+    """Whether the archive's content fingerprint is taken: a table backup naming its column."""
+    return params["scope"] == "table" and bool(params["column"])
+
+
+def dump_failure(rc: int, stderr: str, lock_timeout: int | None, scan_problem: str | None) -> str:
+    """pg_dump's failure (``dump_error``); a content scan that failed first comes first, since its transaction,
+    and with it the snapshot pg_dump was to import, ended then."""
+    failure = dump_error(rc, stderr, lock_timeout)
+    return f"{scan_problem}; then {failure}" if scan_problem else failure
 
 
 def identity_target(params: dict) -> tuple[str | None, str | None, str | None]:
@@ -457,57 +537,84 @@ def main() -> None:
         )
         module.exit_json(**result)
 
-    try:
-        if not os.path.isdir(dest_dir):
-            os.makedirs(dest_dir, mode=0o700)
-            os.chmod(dest_dir, 0o700)
-        # Private from the first byte: pg_dump writes into what we create with 0600/0700.
-        if params["format"] == "custom":
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    # The content in the very snapshot pg_dump dumps: exported by a transaction that stays open until pg_dump ends.
+    snapshot: DumpSnapshot | None = None
+    content = None
+    if wants_content(params):
+        opened = open_dump_snapshot(module, params["schema"], params["table"], params["column"], APPLICATION_NAME)
+        if isinstance(opened, str):
+            module.warn(opened)
         else:
-            os.mkdir(partial, 0o700)
-    except OSError as exc:
-        fail(f"cannot create {partial}: {exc}")
+            snapshot = opened
+            argv = dump_argv(pg_dump, params, None if streamed else partial, snapshot.snapshot_id)
+            result["command"] = argv
 
+    # Every way out of here (fail() exits) ends the snapshot's transaction, cancelling a scan still running.
     try:
-        if streamed:
-            archive = stream_verified_archive(argv, env, pg_restore, partial)
-            if archive.dump_rc != 0:
-                raise ClientError(dump_error(archive.dump_rc, archive.dump_stderr, params["lock_timeout"]))
-            sha256, size = archive.sha256, archive.size
-        else:
-            dumped = run_client(argv, env)
-            if dumped.rc != 0:
-                raise ClientError(dump_error(dumped.rc, dumped.stderr, params["lock_timeout"]))
-            verify_archive(pg_restore, partial)
-            sha256, size = sha256_archive(partial), archive_size(partial)
-        restrict_mode(partial)
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        sidecar = {
-            "archive": name,
-            "sha256": sha256,
-            "size_bytes": size,
-            "created": created,
-            "database": database,
-            "identity": identity,
-            "scope": params["scope"],
-            "schema": params["schema"] if params["scope"] == "table" else None,
-            "table": params["table"] if params["scope"] == "table" else None,
-            "format": params["format"],
-            "pg_dump_version": dump_version,
-            "server_version_num": server_num,
-            "metadata": params["metadata"],
-        }
-        write_sidecar(sidecar_path(partial), sidecar)
-        os.rename(partial, final)
-        os.rename(sidecar_path(partial), sidecar_path(final))
-    except (ClientError, OSError) as exc:
-        remove_archive(partial)
-        for leftover in (sidecar_path(partial), sidecar_path(partial) + PARTIAL_SUFFIX):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
-        fail(str(exc))
-        return
+        try:
+            if not os.path.isdir(dest_dir):
+                os.makedirs(dest_dir, mode=0o700)
+                os.chmod(dest_dir, 0o700)
+            # Private from the first byte: pg_dump writes into what we create with 0600/0700.
+            if params["format"] == "custom":
+                os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            else:
+                os.mkdir(partial, 0o700)
+        except OSError as exc:
+            fail(f"cannot create {partial}: {exc}")
+
+        try:
+            if snapshot is not None:
+                snapshot.start_scan()  # alongside pg_dump, in the snapshot pg_dump imports as it starts
+            if streamed:
+                archive = stream_verified_archive(argv, env, pg_restore, partial)
+                rc, stderr = archive.dump_rc, archive.dump_stderr
+            else:
+                dumped = run_client(argv, env)
+                rc, stderr = dumped.rc, dumped.stderr
+            if rc != 0:
+                raise ClientError(dump_failure(rc, stderr, params["lock_timeout"],
+                                               snapshot.scan_error() if snapshot is not None else None))
+            if streamed:
+                sha256, size = archive.sha256, archive.size
+            else:
+                verify_archive(pg_restore, partial)
+                sha256, size = sha256_archive(partial), archive_size(partial)
+            if snapshot is not None:
+                content = snapshot.content()
+                snapshot.close()
+            restrict_mode(partial)
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            sidecar = {
+                "archive": name,
+                "sha256": sha256,
+                "size_bytes": size,
+                "created": created,
+                "database": database,
+                "identity": identity,
+                "scope": params["scope"],
+                "schema": params["schema"] if params["scope"] == "table" else None,
+                "table": params["table"] if params["scope"] == "table" else None,
+                "format": params["format"],
+                "pg_dump_version": dump_version,
+                "server_version_num": server_num,
+                "metadata": params["metadata"],
+                "content": content,
+            }
+            write_sidecar(sidecar_path(partial), sidecar)
+            os.rename(partial, final)
+            os.rename(sidecar_path(partial), sidecar_path(final))
+        except (ClientError, OSError) as exc:
+            remove_archive(partial)
+            for leftover in (sidecar_path(partial), sidecar_path(partial) + PARTIAL_SUFFIX):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+            fail(str(exc))
+            return
+    finally:
+        if snapshot is not None:
+            snapshot.close()
+    result["content"] = content
 
     deleted = []
     try:

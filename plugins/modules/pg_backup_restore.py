@@ -164,6 +164,24 @@ archive_metadata:
       the run id, fingerprint, fingerprint sums and snapshot the migration recorded with its backup.
   returned: when the sidecar records an identity
   type: dict
+archive_content:
+  description:
+    - The table's content as the archive holds it, recorded in the sidecar by
+      M(ledgermind.migrations.pg_backup_archive) in the very snapshot it dumped
+      (see RV(ledgermind.migrations.pg_backup_archive#module:content)), with C(fingerprint), C(fingerprint_sums),
+      C(snapshot), C(column) and C(key). The table restored from the archive has this fingerprint, so it is the
+      baseline of a proof after the restore; RV(archive_metadata) holds what the caller recorded, possibly taken
+      at another moment.
+    - Empty when the sidecar records none (an archive of the whole database, one taken without
+      O(ledgermind.migrations.pg_backup_archive#module:column), or before content was recorded).
+  returned: when the sidecar records an identity
+  type: dict
+  sample:
+    fingerprint: 3f1c0e5d9a7b2c4e8f6a1b3c5d7e9f01
+    fingerprint_sums: {total: 20000, hash1: "-1234567890123456789012", hash2: "987654321098765432101"}
+    snapshot: "63951:63955:63952"
+    column: tokens
+    key: txn_id
 target_identity:
   description:
     - The target's identity, read before anything changes; C(column_type) is the column's type before the restore.
@@ -355,6 +373,8 @@ def main() -> None:
     result["archive_identity"] = recorded
     # What the caller recorded with the backup (run id, fingerprint): the proof of a restore compares with it.
     result["archive_metadata"] = sidecar.get("metadata") or {}
+    # The archive's own content (its dump's snapshot), when recorded: what the restored table must hold.
+    result["archive_content"] = sidecar.get("content") or {}
     schema = params["schema"] or sidecar.get("schema") or "public"
     table = params["table"] or sidecar.get("table")
     if not table:

@@ -6,16 +6,21 @@ databases (issue 9) also get ``lm_test_peer``, a smaller database of the same sh
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg2
 import pytest
 from stackdb import server_url, with_db
 
@@ -568,3 +573,200 @@ def test_role_reports_a_failed_backup_then_fails_with_its_message(db, tmp_path):
     assert "No space left on device" in report["reason"]
     assert seen["msg"] == report["reason"]  # the role failed with the module's own message
     assert report["identity"]["database"] == SCRATCH_DB
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 11 section 3: one snapshot for the backup and its fingerprint (sidecar ``content``)
+# ---------------------------------------------------------------------------------------------
+
+def integrity(url: str, **args) -> dict:
+    result = run_module("pg_jsonb_integrity", {"database_url": url, "table": "ml_features", "column": "tokens",
+                                               "sample_rows": 0, **args})
+    assert not result.get("failed"), result.get("msg")
+    return result
+
+
+def assert_content_of(result: dict, checked: dict) -> None:
+    """The backup's content is what pg_jsonb_integrity returned for the same rows (``checked``)."""
+    content = result["content"]
+    assert content == json.loads(Path(result["sidecar"]).read_text())["content"]
+    assert content["fingerprint"] == checked["fingerprint"]
+    assert content["fingerprint_sums"] == checked["fingerprint_sums"]
+    assert (content["column"], content["key"]) == ("tokens", checked["key_column"]) == ("tokens", "txn_id")
+
+
+def test_content_is_pg_jsonb_integritys_fingerprint_in_the_dumps_own_snapshot(db, tmp_path):
+    checked = integrity(db)
+    result = backup(db, tmp_path / "b")
+    assert_content_of(result, checked)
+    assert result["content"]["fingerprint_sums"]["total"] == 20000
+    # The dump read the exported snapshot, the one whose pg_current_snapshot() the content records.
+    snapshots = [arg for arg in result["command"] if arg.startswith("--snapshot=")]
+    assert len(snapshots) == 1 and snapshots[0] != "--snapshot="
+    assert re.fullmatch(r"\d+:\d+:(\d+(,\d+)*)?", result["content"]["snapshot"])
+    assert not result.get("warnings")
+
+    # The directory format, and the converted table: the same content, the same fingerprint as the scan's.
+    directory = backup(db, tmp_path / "d", format="directory")
+    assert_content_of(directory, checked)
+    psql(db, TO_JSONB_SQL)
+    converted = backup(db, tmp_path / "j")
+    assert converted["identity"]["column_type"] == "jsonb"
+    assert_content_of(converted, integrity(db))
+    assert converted["content"]["fingerprint"] == checked["fingerprint"]
+
+    # No column, or the whole database: no content, no exported snapshot; the sidecar says null.
+    for args in ({"column": None}, {"scope": "full"}):
+        plain = backup(db, tmp_path / "plain", **args)
+        assert plain["content"] is None and json.loads(Path(plain["sidecar"]).read_text())["content"] is None
+        assert not any(arg.startswith("--snapshot") for arg in plain["command"])
+
+
+def test_a_table_without_a_single_column_key_is_backed_up_without_content(db, tmp_path):
+    psql(db, "CREATE TABLE pairs (a int, b int, tokens text[], PRIMARY KEY (a, b));"
+             " INSERT INTO pairs VALUES (1, 1, '{x}');"
+             " CREATE TABLE keyless (tokens text[]); INSERT INTO keyless VALUES ('{y}')")
+    for table, why in [("pairs", "a multi-column primary key (a, b)"), ("keyless", "no primary key")]:
+        result = backup(db, tmp_path / table, table=table)
+        assert result["verified"] and result["content"] is None
+        assert not any(arg.startswith("--snapshot") for arg in result["command"])
+        assert result["warnings"] == [f"no content fingerprint recorded for the archive of public.{table}: the table "
+                                      f"has {why}; the fingerprint needs a single-column primary key"]
+    merchant = backup(db, tmp_path / "m", column="merchant")
+    assert merchant["content"] is None and "column merchant is text; the fingerprint reads" in merchant["warnings"][0]
+
+
+class RowWriter(threading.Thread):
+    """The application updating rows one by one (autocommit) on its own connection until stopped."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.commits = 0
+        self.error: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            conn = psycopg2.connect(self.url, application_name="lm_test_backup_writer")
+            conn.autocommit = True  # each UPDATE commits (``with conn`` would open one transaction for all)
+            try:
+                with conn.cursor() as cur:
+                    while not self.stop.is_set():
+                        key = self.commits % 20000 + 1
+                        cur.execute("UPDATE ml_features SET tokens = ARRAY['live', %s] WHERE txn_id = %s",
+                                    (str(self.commits), key))
+                        self.commits += 1
+            finally:
+                conn.close()
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            self.error = repr(exc)
+
+    def wait_for_commits(self, more: int) -> None:
+        target = self.commits + more
+        deadline = time.monotonic() + 60
+        while self.commits < target:
+            assert self.error is None and time.monotonic() < deadline, self.error or "the writer stalled"
+            time.sleep(0.01)
+
+
+def test_under_live_writes_the_content_is_exactly_the_archives(db, tmp_path):
+    writer = RowWriter(db)
+    writer.start()
+    try:
+        writer.wait_for_commits(50)
+        preflight = integrity(db)  # what a pre-flight records, before the backup
+        writer.wait_for_commits(50)  # committed after it, before the backup
+        commits_before = writer.commits
+        result = backup(db, tmp_path, metadata={"fingerprint": preflight["fingerprint"]})
+        assert writer.commits > commits_before, "no write committed while the backup ran"
+        writer.wait_for_commits(50)
+    finally:
+        writer.stop.set()
+        writer.join(30)
+    assert writer.error is None, writer.error
+    content = result["content"]
+    assert content["fingerprint"] != preflight["fingerprint"]  # the pre-flight does not describe the archive...
+    live = integrity(db)
+    assert live["fingerprint"] != content["fingerprint"]  # ...nor does the table now
+
+    # The archive restored (into the same database, as a rollback does): exactly the content recorded.
+    restored = restore(db, result["path"])
+    assert not restored.get("failed"), restored.get("msg")
+    assert restored["archive_content"] == content
+    assert restored["archive_metadata"] == {"fingerprint": preflight["fingerprint"]}
+    after = integrity(db)
+    assert after["fingerprint"] == content["fingerprint"] and after["fingerprint_sums"] == content["fingerprint_sums"]
+    # As the rollback's proof reads it: the content as the baseline proves it; the pre-flight's would not.
+    proven = integrity(db, baseline=dict(content["fingerprint_sums"], snapshot=content["snapshot"]))
+    assert proven["proof"]["matches"] is True and proven["proof"]["method"] == "full"
+    refuted = integrity(db, baseline=preflight["fingerprint_sums"])
+    assert refuted["proof"]["matches"] is False
+
+    # Into a scratch copy too, with plain pg_restore: the archive's rows are the content's, nothing else.
+    copy = with_db(server_url(), "lm_test_backup_copy")
+    psql(server_url(), "DROP DATABASE IF EXISTS lm_test_backup_copy WITH (FORCE)")
+    psql(server_url(), "CREATE DATABASE lm_test_backup_copy")
+    try:
+        out = subprocess.run([pc.find_client("pg_restore"), "--no-owner", "-d", copy, result["path"]],
+                             capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stderr
+        assert integrity(copy)["fingerprint"] == content["fingerprint"]
+    finally:
+        psql(server_url(), "DROP DATABASE IF EXISTS lm_test_backup_copy WITH (FORCE)")
+
+
+def our_sessions(url: str) -> list[str]:
+    """The module's sessions still on the server (its exporting transaction, pg_dump's), waiting briefly for
+    backends whose client just exited."""
+    sessions: list[str] = []
+    for _try in range(50):
+        sessions = [s for s in psql(url, "SELECT string_agg(pid || ' ' || state, ',') FROM pg_stat_activity"
+                                         " WHERE application_name = 'ledgermind.migrations.pg_backup_archive'"
+                                    ).split(",") if s]
+        if not sessions:
+            break
+        time.sleep(0.1)
+    return sessions
+
+
+@contextlib.contextmanager
+def holding(url: str, statement: str) -> Iterator[int]:
+    """Another session that ran ``statement`` in a transaction it keeps open; yields its pid."""
+    conn = psycopg2.connect(url, application_name="lm_test_backup_holder")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            cur.execute("SELECT pg_backend_pid()")
+            yield cur.fetchone()[0]
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_a_table_locked_by_a_ddl_fails_the_backup_before_anything_is_written(db, tmp_path):
+    dest = tmp_path / "b"
+    with holding(db, "LOCK TABLE ml_features IN ACCESS EXCLUSIVE MODE") as holder:
+        failed = run_module("pg_backup_archive", {"database_url": db, "dest_dir": str(dest), "table": "ml_features",
+                                                  "column": "tokens", "lock_timeout": 1})
+    assert failed["failed"]
+    assert failed["msg"].startswith(f"public.ml_features is locked by another session: pid {holder} ")
+    assert "Gave up after lock_timeout=1s" in failed["msg"]
+    assert not dest.exists()
+    assert our_sessions(db) == []
+
+
+def test_a_failed_content_scan_fails_the_backup_and_leaves_nothing(db, tmp_path):
+    dest = tmp_path / "b"
+    dest.mkdir()
+    # REINDEX holds the key's index: the scan (whose planning opens the table's indexes) waits for it and gives
+    # up after lock_timeout; pg_dump (COPY reads the table alone) and the table lock are not held up.
+    with holding(db, "REINDEX INDEX ml_features_pkey"):
+        failed = run_module("pg_backup_archive", {"database_url": db, "dest_dir": str(dest), "table": "ml_features",
+                                                  "column": "tokens", "lock_timeout": 1})
+    assert failed["failed"]
+    assert failed["msg"].startswith("the archive's content fingerprint could not be computed in the dump's snapshot: "
+                                    "public.ml_features is locked by another session"), failed["msg"]
+    assert names(dest) == []  # neither the archive, its .partial nor a sidecar
+    assert our_sessions(db) == []
+    assert backup(db, dest)["content"]["fingerprint"] == integrity(db)["fingerprint"]  # and once released, it works

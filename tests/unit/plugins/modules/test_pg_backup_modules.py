@@ -45,6 +45,32 @@ def test_dump_argv_bounds_the_lock_wait(lock_timeout, lock_args) -> None:
     assert '--file' not in ' '.join(pg_backup_archive.dump_argv('/usr/bin/pg_dump', params, None))
 
 
+def test_dump_argv_dumps_the_exported_snapshot() -> None:
+    params = {'format': 'custom', 'compress_level': 1, 'scope': 'table', 'schema': 'public',
+              'table': 'ml_features', 'lock_timeout': 5}
+    assert pg_backup_archive.dump_argv('/usr/bin/pg_dump', params, None, '00000003-0000001B-1') == [
+        '/usr/bin/pg_dump', '--format=custom', '--compress=1', '--no-password', '--lock-wait-timeout=5000',
+        '--snapshot=00000003-0000001B-1', '--strict-names', '--table="public"."ml_features"',
+    ]
+    assert not any(a.startswith('--snapshot') for a in pg_backup_archive.dump_argv('/usr/bin/pg_dump', params, None))
+
+
+@pytest.mark.parametrize(
+    ('params', 'wanted'),
+    [({'scope': 'table', 'column': 'tokens'}, True), ({'scope': 'table', 'column': None}, False),
+     ({'scope': 'table', 'column': ''}, False), ({'scope': 'full', 'column': 'tokens'}, False)],
+)
+def test_content_is_taken_for_a_table_backup_naming_its_column(params, wanted) -> None:
+    assert pg_backup_archive.wants_content(params) is wanted
+
+
+def test_dump_failure_puts_a_failed_scan_first() -> None:
+    stderr = 'pg_dump: error: invalid snapshot identifier: "00000003-0000001B-1"'
+    assert pg_backup_archive.dump_failure(1, stderr, 5, None) == f'pg_dump failed (exit code 1): {stderr}'
+    assert pg_backup_archive.dump_failure(1, stderr, 5, 'the scan failed') == (
+        f'the scan failed; then pg_dump failed (exit code 1): {stderr}')
+
+
 @pytest.mark.parametrize(
     ('application_name', 'conninfo'),
     [
@@ -198,6 +224,7 @@ def test_restore_refuses_another_databases_archive_before_anything_runs(run_modu
     assert result['msg'].startswith(f'refusing to restore {archive} into database ledgermind (oid 16384)')
     assert 'the archive is of database lm_other (oid 16999)' in result['msg']
     assert result['archive_identity'] == OTHER and result['target_identity']['column_type'] == 'jsonb'
+    assert result['archive_metadata'] == {'run_id': 'run-1'} and result['archive_content'] == {}
     assert 'sha256' not in result and 'command' not in result  # neither hashed nor handed to pg_restore
     assert conn.session['readonly'] is True and conn.closed
     assert 'hunter2-secret' not in json.dumps(result)
@@ -212,3 +239,16 @@ def test_restore_refuses_a_corrupt_sidecar_by_name_without_connecting(run_module
     assert result['msg'] == (f'refusing to restore {archive}: sidecar {archive}.json is not one pg_backup_archive '
                              'writes: fields of the wrong type: sha256 is int')
     assert conn.executed == []
+
+
+CONTENT = {'fingerprint': 'ab' * 16, 'fingerprint_sums': {'total': 4, 'hash1': '-12', 'hash2': '34'},
+           'snapshot': '10:12:11', 'column': 'tokens', 'key': 'txn_id'}
+
+
+def test_restore_returns_the_archives_recorded_content(run_module, tmp_path) -> None:
+    archive = tmp_path / 'a.dump'
+    archive.write_bytes(b'not read: refused before')
+    (tmp_path / 'a.dump.json').write_text(json.dumps(dict(SIDECAR, identity=OTHER, content=CONTENT)))
+    failed, result, _conn = run_module(pg_backup_restore.main, {'database_url': URL, 'src': str(archive)},
+                                       script=identity_script(IDENTITY))
+    assert failed and result['archive_content'] == CONTENT and result['archive_metadata'] == {'run_id': 'run-1'}
