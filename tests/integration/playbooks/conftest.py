@@ -32,6 +32,7 @@ from stackdb import drop_database, server_url, with_db
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 SEED_ROWS = 2000
+OTHER_ROWS = 1500
 DB_PREFIX = "lm_test_pb_"
 REVISION_BEFORE = "20251109_add_user_name_picture"
 REVISION_AFTER = "502d44cd70ab"
@@ -127,22 +128,38 @@ class PgDb:
         }
 
 
-@pytest.fixture
-def pgdb() -> Iterator[PgDb]:
-    """A fresh demo database at 20251109_add_user_name_picture with 2000 rows, dropped afterwards."""
+def demo_database(rows: int) -> PgDb:
+    """A new demo database at 20251109_add_user_name_picture with ``rows`` rows (the caller drops it)."""
     admin = server_url()
     name = f"{DB_PREFIX}{os.getpid()}_{next(_counter)}"
     out = subprocess.run(
-        [str(REPO / "scripts" / "stack"), "reset", "--rows", str(SEED_ROWS), "--db", name],
+        [str(REPO / "scripts" / "stack"), "reset", "--rows", str(rows), "--db", name],
         cwd=REPO, env={**os.environ, "DATABASE_URL": admin}, capture_output=True, text=True, check=False,
     )
     assert out.returncode == 0, f"scripts/stack reset failed:\n{out.stdout}\n{out.stderr}"
     db = PgDb(name=name, url=with_db(admin, name), admin_url=admin)
     assert db.revision() == REVISION_BEFORE and db.column_type() == "text[]"
+    return db
+
+
+@pytest.fixture
+def pgdb() -> Iterator[PgDb]:
+    """A fresh demo database at 20251109_add_user_name_picture with 2000 rows, dropped afterwards."""
+    db = demo_database(SEED_ROWS)
     try:
         yield db
     finally:
-        drop_database(admin, name)
+        drop_database(db.admin_url, db.name)
+
+
+@pytest.fixture
+def pgdb_other() -> Iterator[PgDb]:
+    """A second demo database, of another size (1500 rows), for runs sharing one backup directory."""
+    db = demo_database(OTHER_ROWS)
+    try:
+        yield db
+    finally:
+        drop_database(db.admin_url, db.name)
 
 
 # --------------------------------------------------------------------------------------- superuser access
@@ -254,11 +271,19 @@ class Playbooks:
     def backups(self) -> list[Path]:
         return sorted(self.backup_dir.glob("*.dump")) if self.backup_dir.exists() else []
 
-    def run(self, playbook: str = "migrate_tokens.yml", *extra: str, check: bool = False, url: str | None = None,
-            json_output: bool = True, verbosity: int = 0, timeout: float = 300) -> Run:
-        argv = [str(BIN / "ansible-playbook"), f"playbooks/{playbook}", "-i", "inventories/local",
+    def argv(self, playbook: str, *extra: str) -> list[str]:
+        return [str(BIN / "ansible-playbook"), f"playbooks/{playbook}", "-i", "inventories/local",
                 "-e", f"ledgermind_backup_dir={self.backup_dir}", "-e", f"ledgermind_report_dir={self.report_dir}",
                 *extra]
+
+    def start(self, playbook: str = "migrate_tokens.yml", *extra: str) -> subprocess.Popen[str]:
+        """ansible-playbook in the background, in a session of its own (a controller the test may kill)."""
+        return subprocess.Popen(self.argv(playbook, *extra), cwd=REPO, env=ansible_env(self.db.url), text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def run(self, playbook: str = "migrate_tokens.yml", *extra: str, check: bool = False, url: str | None = None,
+            json_output: bool = True, verbosity: int = 0, timeout: float = 300) -> Run:
+        argv = self.argv(playbook, *extra)
         if check:
             argv.append("--check")
         if verbosity:
@@ -291,6 +316,12 @@ class Playbooks:
 @pytest.fixture
 def playbook(pgdb: PgDb, tmp_path: Path) -> Playbooks:
     return Playbooks(pgdb, tmp_path)
+
+
+@pytest.fixture
+def playbook_other(pgdb_other: PgDb, tmp_path: Path) -> Playbooks:
+    """Runs against pgdb_other with the same backup and report directories as ``playbook``."""
+    return Playbooks(pgdb_other, tmp_path)
 
 
 def sha256_of(path: Path) -> str:
