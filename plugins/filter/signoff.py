@@ -384,6 +384,8 @@ def judge_rollback_plan(rollback: Mapping[str, t.Any]) -> Judged:
 def judge_rollback_verified(rollback: Mapping[str, t.Any], failure: Mapping[str, t.Any], proof: t.Any) -> Judged:
     if rollback and flag(rollback.get('nothing_to_do')):
         return SKIPPED, text(rollback.get('summary')) or 'nothing to roll back'
+    if rollback and flag(rollback.get('check_mode')):
+        return WOULD_RUN, text(rollback.get('summary')) or 'check mode: would roll back and verify'
     if rollback:
         return (PASS if flag(rollback.get('ok')) else FAIL), with_proof(
             text(rollback.get('summary')) or 'the rollback recorded no summary', proof or rollback.get('proof'))
@@ -394,6 +396,10 @@ def judge_rollback_verified(rollback: Mapping[str, t.Any], failure: Mapping[str,
 
 def judge_restore(rollback: Mapping[str, t.Any], requested: bool, failure: Mapping[str, t.Any],
                   check_mode: bool) -> Judged:
+    if rollback and flag(rollback.get('nothing_to_do')):
+        return SKIPPED, 'not needed: nothing to roll back' if requested else 'not requested'
+    if rollback and flag(rollback.get('restore_requested')) and flag(rollback.get('check_mode')):
+        return WOULD_RUN, text(rollback.get('summary')) or 'check mode: would restore from the verified archive'
     if rollback and flag(rollback.get('restore_requested')):
         evidence = text(rollback.get('restored_from')) or text(rollback.get('summary')) or 'no archive recorded'
         return (PASS if flag(rollback.get('ok')) else FAIL), evidence

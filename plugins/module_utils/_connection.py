@@ -116,6 +116,23 @@ def build_connect_kwargs(params: dict[str, t.Any]) -> dict[str, t.Any]:
     return {k: v for k, v in kwargs.items() if v is not None and v != ''}
 
 
+def with_session_options(kwargs: dict[str, t.Any], settings: dict[str, str]) -> dict[str, t.Any]:
+    """``kwargs`` whose libpq ``options`` end with ``-c name=value`` for each setting.
+
+    Settings given when connecting beat ``ALTER DATABASE/ROLE ... SET``: a database-wide 1 ms statement_timeout
+    must not cancel the very statement that would set ours. The caller's own options come first; ours win.
+    """
+    ours = ' '.join(f'-c {name}={value}' for name, value in settings.items())
+    options = ' '.join(part for part in (str(kwargs.get('options') or '').strip(), ours) if part)
+    return dict(kwargs, options=options) if options else dict(kwargs)
+
+
+def module_timeouts(params: dict[str, t.Any]) -> dict[str, str]:
+    """The module's own statement and lock timeouts as PostgreSQL settings."""
+    return {'statement_timeout': _seconds(params.get('query_timeout')),
+            'lock_timeout': _seconds(params.get('lock_timeout'))}
+
+
 def describe_target(conninfo: dict[str, t.Any]) -> str:
     """``user@host:port/dbname`` for messages: never the password, libpq defaults marked."""
     user = conninfo.get('user') or '(default user)'
@@ -221,7 +238,7 @@ def connect(module: AnsibleModule) -> t.Any:
     """
     ensure_psycopg2(module)
     params = module.params
-    kwargs = build_connect_kwargs(params)
+    kwargs = with_session_options(build_connect_kwargs(params), module_timeouts(params))
     try:
         conn = psycopg2.connect(cursor_factory=psycopg2.extras.RealDictCursor, **kwargs)
     except psycopg2.Error as e:
@@ -250,16 +267,14 @@ def connect_writable(module: AnsibleModule, application_name: str = APPLICATION_
     """
     ensure_psycopg2(module)
     params = module.params
-    kwargs = build_connect_kwargs(params)
+    wanted = dict(module_timeouts(params), **{'ledgermind.write_log': 'off'})
+    wanted.update(settings or {})
+    kwargs = with_session_options(build_connect_kwargs(params), wanted)
     kwargs['application_name'] = application_name
     try:
         conn = psycopg2.connect(cursor_factory=psycopg2.extras.RealDictCursor, **kwargs)
     except Exception as e:  # noqa: BLE001 - psycopg2.Error or a malformed option; never a traceback
         fail(module, connection_error_message(str(e), target_of(params)))
-    wanted = {'statement_timeout': _seconds(params.get('query_timeout')),
-              'lock_timeout': _seconds(params.get('lock_timeout')),
-              'ledgermind.write_log': 'off'}
-    wanted.update(settings or {})
     try:
         with conn.cursor() as cur:
             for name, value in wanted.items():

@@ -134,6 +134,10 @@ def client_env(params: dict[str, Any], application_name: str | None = None) -> d
     settings, others = connection_settings(params)
     if application_name and not (params.get("connect_params") or {}).get("application_name"):
         others["application_name"] = application_name
+    # pg_dump's first catalog queries run before it sets statement_timeout=0 itself: a database-wide
+    # statement_timeout (ALTER DATABASE ... SET) would cancel them. Connection options beat it.
+    others["options"] = " ".join(part for part in (str(others.get("options") or "").strip(), "-c statement_timeout=0")
+                                 if part)
     env = to_env(settings)
     env.update(params_to_env(others))
     return env

@@ -633,8 +633,9 @@ HISTORY_DDL = (
     """CREATE TABLE IF NOT EXISTS {hs}.database_instance (
     database_uuid uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    singleton boolean NOT NULL DEFAULT true UNIQUE CHECK (singleton))""",
-    'INSERT INTO {hs}.database_instance DEFAULT VALUES ON CONFLICT DO NOTHING',
+    singleton boolean NOT NULL DEFAULT true UNIQUE CHECK (singleton),
+    database text,
+    database_oid bigint)""",
     """CREATE TABLE IF NOT EXISTS {hs}.run_history (
     id bigserial PRIMARY KEY,
     run_id text NOT NULL UNIQUE,
@@ -673,6 +674,28 @@ HISTORY_DDL = (
     "for the rollback to find its backup by identity'",
 )
 
+# Whether the history's objects all exist: a start then needs no DDL (nor CREATE on the database).
+HISTORY_COMPLETE_SQL = """
+SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.run_history', %(hs)s)) IS NOT NULL
+   AND pg_catalog.to_regclass(pg_catalog.format('%%I.database_instance', %(hs)s)) IS NOT NULL
+   AND pg_catalog.to_regclass(pg_catalog.format('%%I.run_history_one_running', %(hs)s)) IS NOT NULL AS complete
+"""
+
+# The database's uuid is bound to its name and oid: a copy (CREATE DATABASE ... TEMPLATE, a restored dump)
+# carries the row over, and gets a uuid of its own here instead of passing for the original.
+DATABASE_INSTANCE_SQL = """
+INSERT INTO {hs}.database_instance AS i (singleton, database, database_oid)
+VALUES (true, pg_catalog.current_database(),
+        (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
+ON CONFLICT (singleton) DO UPDATE
+SET database_uuid = pg_catalog.gen_random_uuid(), created_at = pg_catalog.now(),
+    database = pg_catalog.current_database(),
+    database_oid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+WHERE i.database IS DISTINCT FROM pg_catalog.current_database()
+   OR i.database_oid IS DISTINCT FROM (SELECT oid FROM pg_catalog.pg_database
+                                       WHERE datname = pg_catalog.current_database())
+"""
+
 # Columns a run may set or update (the rest are the identity, set at start, and the timestamps).
 RUN_FIELDS = ('status', 'phase', 'revision_before', 'revision_after', 'type_before', 'type_after', 'fingerprint',
               'fingerprint_sums', 'row_count', 'backup_path', 'backup_size', 'backup_sha256', 'mode', 'operator',
@@ -689,21 +712,23 @@ RUNS_SQL = """
 SELECT *, extract(epoch FROM pg_catalog.now() - heartbeat_at)::float8 AS heartbeat_age_seconds
 FROM {hs}.run_history
 WHERE table_schema = %(schema)s AND table_name = %(table)s AND database = %(database)s
+  AND (database_oid IS NULL OR database_oid = %(database_oid)s)
   AND (database_uuid IS NULL OR %(database_uuid)s::uuid IS NULL OR database_uuid = %(database_uuid)s::uuid)
   AND (system_identifier IS NULL OR %(system_identifier)s::text IS NULL OR system_identifier = %(system_identifier)s)
 ORDER BY started_at DESC, id DESC
 LIMIT %(limit)s
 """
 
-# Our own sessions on this database (every ledgermind client sets an application_name starting
-# with "ledgermind"): a "running" record with one of them active is a run still at work.
+# Our own sessions on this database, by the exact application names the collection's clients set (never a
+# prefix: the application's own ledgermind-backend must not pass for a run at work).
 OUR_SESSIONS_SQL = """
 SELECT pid, application_name, state, backend_type,
        extract(epoch FROM pg_catalog.now() - coalesce(xact_start, backend_start))::float8 AS seconds,
        left(query, 200) AS query
 FROM pg_catalog.pg_stat_activity
 WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid()
-  AND application_name LIKE 'ledgermind%%'
+  AND (application_name IN ('ledgermind.migrations', 'ledgermind-alembic-migrate')
+       OR application_name LIKE 'ledgermind.migrations.%%')
 ORDER BY backend_start
 """
 
@@ -763,7 +788,8 @@ def update_run_sql(history_schema: str, fields: t.Sequence[str], finish: bool) -
     sets.append(sql.SQL("details = details || %(details)s::jsonb"))
     if finish:
         sets.append(sql.SQL('finished_at = pg_catalog.now()'))
-    return sql.SQL('UPDATE {}.run_history SET {} WHERE run_id = %(run_id)s RETURNING *').format(
+    # Only while the run is still this one's: a run taken over (interrupted) is never written again.
+    return sql.SQL("UPDATE {}.run_history SET {} WHERE run_id = %(run_id)s AND status = 'running' RETURNING *").format(
         sql.Identifier(history_schema), sql.SQL(', ').join(sets))
 
 
@@ -808,8 +834,11 @@ def database_uuid(cur: t.Any, history_schema: str = HISTORY_SCHEMA) -> str | Non
                 dict(f='%I.database_instance', s=history_schema))
     if not _first(cur.fetchone(), 'present'):
         return None
-    cur.execute(sql.SQL('SELECT database_uuid::text AS database_uuid FROM {}.database_instance LIMIT 1').format(
-        sql.Identifier(history_schema)))
+    # A copy of another database carries its row: its uuid is not this database's until a run rebinds it.
+    cur.execute(sql.SQL('SELECT database_uuid::text AS database_uuid FROM {}.database_instance AS i'
+                        ' WHERE i.database = pg_catalog.current_database() AND i.database_oid = '
+                        '(SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())'
+                        ' LIMIT 1').format(sql.Identifier(history_schema)))
     row = cur.fetchone()
     return _first(row, 'database_uuid') if row else None
 
@@ -859,6 +888,11 @@ def identity_mismatches(recorded: dict[str, t.Any] | None, current: dict[str, t.
     problems = []
     for name in IDENTITY_FIELDS:
         mine, theirs = recorded.get(name), current.get(name)
+        if name == 'system_identifier' and (mine is None) != (theirs is None):
+            # Read on one side only: the same name and oid on another cluster must not pass for this one.
+            problems.append('system_identifier {} (recorded) vs {} (target): known on one side only'.format(
+                mine or 'unknown', theirs or 'unknown'))
+            continue
         if mine is None or theirs is None:
             continue
         if str(mine) != str(theirs):

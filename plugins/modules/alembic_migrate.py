@@ -267,6 +267,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     fail,
     fail_on_query_error,
     postgres_connection_argument_spec,
+    with_session_options,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError, to_url
 from ansible_collections.ledgermind.migrations.plugins.module_utils._lock_monitor import LockMonitor
@@ -372,7 +373,8 @@ def application_url(params: dict[str, Any]) -> str:
 def writable_connection(params: dict[str, Any]) -> Any:
     import psycopg2  # guarded by connect(), which always runs first
 
-    return psycopg2.connect(**build_connect_kwargs(params))
+    # The lock monitor's samples run under our timeouts, whatever the database's defaults.
+    return psycopg2.connect(**with_session_options(build_connect_kwargs(params), {"statement_timeout": "5s"}))
 
 
 def read_state(module: AnsibleModule) -> dict[str, Any]:

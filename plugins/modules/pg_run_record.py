@@ -11,11 +11,11 @@ short_description: Keep a migration run's record in the target database, bound t
 version_added: 0.1.0
 description:
   - Keeps one row per migrate or rollback run in C(<history_schema>.run_history) of the target database,
-    beside Alembic's own C(alembic_version): the database's identity (C(system_identifier), name, oid,
+    beside Alembic's own C(alembic_version), with the database's identity (C(system_identifier), name, oid,
     a uuid of its own, schema, table and its oid), revisions and column types before and after, the
     pre-flight fingerprint, the backup archive (path, size, sha256), mode, operator, times and status.
   - A rollback finds its run here, by identity, never by the age of a file in a shared directory.
-  - One run at a time per table: O(step=start) refuses while another run of the same table is at work,
+  - One run at a time per table. O(step=start) refuses while another run of the same table is at work,
     naming who holds it. A run left C(running) by a killed controller is taken over once none of our
     sessions is active and its heartbeat is older than O(stale_after) (or at once with O(take_over));
     it is marked C(interrupted) and returned, so the new run can finish or report it.
@@ -25,11 +25,17 @@ author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
   - ledgermind.migrations.connection
-  - ledgermind.migrations.connection.psycopg2
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details: O(step=start), O(step=update) and O(step=finish) write nothing and return what they would record.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+requirements:
+  - psycopg2
 options:
   step:
     description:
@@ -190,6 +196,8 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     psycopg2,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+    DATABASE_INSTANCE_SQL,
+    HISTORY_COMPLETE_SQL,
     HISTORY_DDL,
     HISTORY_LOCK_SQL,
     HISTORY_PRESENT_SQL,
@@ -360,8 +368,11 @@ def write(module: AnsibleModule, found: dict[str, t.Any]) -> dict[str, t.Any]:
         with conn.cursor() as cur:
             cur.execute(HISTORY_LOCK_SQL)
             if params['step'] == 'start':
-                for statement in HISTORY_DDL:
-                    cur.execute(history_sql(statement, hs))
+                cur.execute(HISTORY_COMPLETE_SQL, dict(hs=hs))
+                if not cur.fetchone()['complete']:
+                    for statement in HISTORY_DDL:
+                        cur.execute(history_sql(statement, hs))
+                cur.execute(history_sql(DATABASE_INSTANCE_SQL, hs))
                 # Re-read under the lock: the uuid may be new, another run may have started meanwhile.
                 identity = database_identity(cur, params['schema'], params['table'], params['column'], hs)
                 history = read_history(cur, params, identity)
@@ -392,6 +403,16 @@ def write(module: AnsibleModule, found: dict[str, t.Any]) -> dict[str, t.Any]:
             row = cur.fetchone()
             if row is None:
                 conn.rollback()
+                cur.execute(history_sql('SELECT * FROM {hs}.run_history WHERE run_id = %(run_id)s', hs),
+                            dict(run_id=params['run_id']))
+                known = cur.fetchone()
+                if known is not None:
+                    fail(module, 'Run {} is recorded as {}{}: another run took it over, so this one stops here and '
+                                 'writes nothing more. Check the table\'s state before going on.'.format(
+                                     params['run_id'], known['status'],
+                                     ' by run ' + str(known['details'].get('interrupted_by'))
+                                     if known['details'].get('interrupted_by') else ''),
+                         identity=identity, record=jsonable_row(known))
                 fail(module, 'No run {} is recorded in {}.run_history of database {}: start it first (step=start).'
                      .format(params['run_id'], hs, identity['database']), identity=identity)
         conn.commit()

@@ -27,9 +27,9 @@ description:
     whole row, never through a plan cached with the old type. Its work per write is one row conversion, two hashes
     and one insert into an unlogged table without indexes.
   - O(state=absent) drops the trigger and deletes this run's entries, returning how many there were
-    (RV(rows_logged)). The function, the log table and the schema stay: an archive dumped while the trigger
-    existed recreates it on restore, and that needs the function.
-  - A trigger of another run that the run history records as running is never replaced or dropped: O(state=present)
+    (RV(rows_logged)). The function, the log table and the schema stay, since an archive dumped while the
+    trigger existed recreates it on restore, and that needs the function.
+  - A trigger of another run that the run history records as running is never replaced or dropped; O(state=present)
     refuses and names the run. One of a finished or unknown run (for example brought back with its table by a
     restore from backup) is taken over by O(state=present) and removed by O(state=absent), with that run's entries.
 author:

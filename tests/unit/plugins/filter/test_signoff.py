@@ -349,3 +349,17 @@ def test_a_downgrade_replaced_by_a_restore_is_not_reported_as_passed() -> None:
     report = run(ROLLBACK_RUN, rollback=dict(ROLLBACK, downgrade_replaced_by_restore=True, downgrade_error='1 row(s)'))
     item = next(i for i in report['items'] if i['item'].startswith('Downgrade'))
     assert item['status'] == 'skipped' and 'the downgrade failed (1 row(s))' in item['evidence'], item
+
+
+@pytest.mark.parametrize(('rollback', 'restore', 'verified'), [
+    # Nothing to roll back: the requested restore is not needed, never "PASS".
+    ({'ok': True, 'nothing_to_do': True, 'restore_requested': True, 'summary': 'Nothing to roll back: x'},
+     'skipped', 'skipped'),
+    # A dry run proves nothing: both would run.
+    ({'ok': True, 'check_mode': True, 'restore_requested': True, 'summary': 'check mode: would downgrade'},
+     'would run', 'would run'),
+])
+def test_rollback_items_never_pass_work_not_done(rollback: dict, restore: str, verified: str) -> None:
+    report = run(ROLLBACK_RUN, rollback=rollback, restore_requested=True)
+    statuses = {i['item'].split(' ')[0]: i['status'] for i in report['items']}
+    assert statuses['Restored'] == restore and statuses['Rollback'] == verified, report['items']

@@ -292,6 +292,8 @@ APP = {"PGAPPNAME": "ledgermind.migrations"}  # build_connect_kwargs' default se
     ],
 )
 def test_client_env_maps_the_shared_options(params, env):
+    # pg_dump and pg_restore always get statement_timeout=0 as a connection option, after the caller's own.
+    env = {**env, "PGOPTIONS": (env.get("PGOPTIONS", "") + " -c statement_timeout=0").strip()}
     assert pc.client_env(params) == env
 
 
