@@ -1220,3 +1220,372 @@ def untouched_proof(baseline: Sums, current: Sums, written: dict[str, t.Any] | N
                 rows_compared=after.total, matches=before == after,
                 baseline_fingerprint=baseline.fingerprint(),
                 fingerprint_untouched_before=before.fingerprint(), fingerprint_untouched_after=after.fingerprint())
+
+
+# ---------------------------------------------------------------------------------------------
+# Online conversion (pg_online_convert): expand, backfill, index, verify, swap, remove
+# ---------------------------------------------------------------------------------------------
+
+# The conversions, exactly as the revision's upgrade (to_jsonb) and downgrade (its pg_temp function) do them.
+# The jsonb -> text[] one returns NULL for a value text[] cannot hold, where the downgrade refuses the table:
+# the verify phase counts those rows and the trigger refuses such a write, so nothing is lost quietly.
+ONLINE_TARGETS = ('jsonb', 'text[]')
+ONLINE_SHADOW_SUFFIX = {'jsonb': '__ledgermind_jsonb', 'text[]': '__ledgermind_text'}
+# Fires after the table's other BEFORE row triggers (they fire in name order), so it copies their final value.
+ONLINE_TRIGGER = 'zz_ledgermind_online_sync'
+ONLINE_PROGRESS_TABLE = 'online_conversion'
+ONLINE_TO_TEXT_ARRAY = 'online_jsonb_to_text_array'
+
+ONLINE_DDL = (
+    """CREATE TABLE IF NOT EXISTS {hs}.online_conversion (
+        schema_name text NOT NULL,
+        table_name text NOT NULL,
+        column_name text NOT NULL,
+        target_type text NOT NULL,
+        shadow_column text NOT NULL,
+        key_column text NOT NULL,
+        run_id text,
+        last_key text,
+        rows_done bigint NOT NULL DEFAULT 0,
+        batches bigint NOT NULL DEFAULT 0,
+        started_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+        updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+        backfilled_at timestamptz,
+        verified_at timestamptz,
+        PRIMARY KEY (schema_name, table_name, column_name))""",
+    "COMMENT ON TABLE {hs}.online_conversion IS 'ledgermind.migrations: progress of online column conversions "
+    "(pg_online_convert); a row exists from expand until swap or remove'",
+    # STRICT: NULL stays NULL. Not an array, or an element neither string nor null: NULL (see above).
+    """CREATE OR REPLACE FUNCTION {hs}.online_jsonb_to_text_array(v jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+        SELECT CASE WHEN jsonb_typeof(v) = 'array'
+                     AND NOT jsonb_path_exists(v, 'strict $[*] ? (@.type() != "string" && @.type() != "null")')
+               THEN (SELECT coalesce(array_agg(e ORDER BY i), '{{}}')
+                     FROM jsonb_array_elements_text(v) WITH ORDINALITY AS t(e, i)) END
+    $$""",
+)
+
+ONLINE_PROGRESS_PRESENT_SQL = ("SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.online_conversion', %(hs)s)) "
+                               'IS NOT NULL AS present')
+ONLINE_PROGRESS_SQL = """
+SELECT target_type, shadow_column, key_column, run_id, last_key, rows_done, batches, started_at, updated_at,
+       backfilled_at, verified_at
+FROM {hs}.online_conversion WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
+"""
+ONLINE_PROGRESS_INSERT_SQL = """
+INSERT INTO {hs}.online_conversion (schema_name, table_name, column_name, target_type, shadow_column, key_column,
+                                    run_id)
+VALUES (%(schema)s, %(table)s, %(column)s, %(target)s, %(shadow)s, %(key)s, %(run_id)s)
+ON CONFLICT (schema_name, table_name, column_name) DO NOTHING
+"""
+ONLINE_PROGRESS_BATCH_SQL = """
+UPDATE {hs}.online_conversion SET last_key = %(last_key)s, rows_done = rows_done + %(rows)s, batches = batches + 1,
+       updated_at = pg_catalog.now()
+WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
+"""
+ONLINE_PROGRESS_MARK_SQL = """
+UPDATE {hs}.online_conversion SET {field} = {value}, updated_at = pg_catalog.now()
+WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
+"""
+# A verify that found differences sends the backfill over the whole table again (it rewrites only those rows).
+ONLINE_PROGRESS_RESTART_SQL = """
+UPDATE {hs}.online_conversion SET last_key = NULL, backfilled_at = NULL, verified_at = NULL,
+       updated_at = pg_catalog.now()
+WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
+"""
+ONLINE_PROGRESS_DELETE_SQL = """
+DELETE FROM {hs}.online_conversion
+WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
+"""
+
+# The table as the online conversion sees it: size, estimated rows, the column's type, nullability, default,
+# comment and column privileges, and the key's type.
+ONLINE_TABLE_SQL = """
+SELECT c.oid::bigint AS relid, c.relkind::text AS relkind, c.reltuples::bigint AS estimated_rows,
+       pg_catalog.pg_table_size(c.oid)::bigint AS table_bytes,
+       pg_catalog.pg_indexes_size(c.oid)::bigint AS index_bytes,
+       c.reltablespace <> 0 AS own_tablespace,
+       a.attnum::int AS attnum, pg_catalog.format_type(a.atttypid, a.atttypmod) AS column_type,
+       a.attnotnull AS not_null, a.atthasdef AS has_default, a.attacl IS NOT NULL AS column_privileges,
+       pg_catalog.col_description(c.oid, a.attnum::int) AS comment,
+       (SELECT s.avg_width FROM pg_catalog.pg_stats AS s
+        WHERE s.schemaname = %(schema)s AND s.tablename = %(table)s AND s.attname = %(column)s) AS avg_width
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_attribute AS a
+       ON a.attrelid = c.oid AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = %(schema)s AND c.relname = %(table)s
+"""
+# Any column of the table by name (the shadow columns), with its type.
+ONLINE_COLUMN_SQL = """
+SELECT a.attnum::int AS attnum, pg_catalog.format_type(a.atttypid, a.atttypmod) AS column_type
+FROM pg_catalog.pg_attribute AS a
+WHERE a.attrelid = %(relid)s::oid AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
+"""
+ONLINE_KEY_TYPE_SQL = """
+SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS key_type
+FROM pg_catalog.pg_attribute AS a
+WHERE a.attrelid = %(relid)s::oid AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
+"""
+# Everything that depends on the column and that dropping it would drop or break: views, indexes,
+# constraints, statistics, policies, triggers on the column, defaults, generated columns, SQL-body functions.
+ONLINE_DEPENDENTS_SQL = """
+SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) AS object,
+       CASE WHEN d.classid = 'pg_catalog.pg_class'::regclass THEN
+            (SELECT ic.relname::text FROM pg_catalog.pg_class AS ic WHERE ic.oid = d.objid AND ic.relkind = 'i')
+       END AS index_name
+FROM pg_catalog.pg_depend AS d
+WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = %(relid)s::oid
+  AND d.refobjsubid = %(attnum)s AND d.deptype IN ('n', 'a')
+  AND NOT (d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = %(relid)s::oid)
+ORDER BY 1
+"""
+ONLINE_PUBLICATIONS_SQL = """
+SELECT p.pubname::text AS publication
+FROM pg_catalog.pg_publication_tables AS p
+WHERE p.schemaname = %(schema)s AND p.tablename = %(table)s
+ORDER BY 1
+"""
+ONLINE_TRIGGER_SQL = """
+SELECT t.tgenabled::text AS enabled, p.proname::text AS function, pn.nspname::text AS function_schema
+FROM pg_catalog.pg_trigger AS t
+JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace AS pn ON pn.oid = p.pronamespace
+WHERE t.tgrelid = %(relid)s::oid AND t.tgname = %(trigger)s AND NOT t.tgisinternal
+"""
+# An index by name in the table's schema: its table, validity and the column and operator class it covers.
+ONLINE_INDEX_SQL = """
+SELECT i.indrelid::bigint AS relid, i.indisvalid AS valid, am.amname::text AS method,
+       (SELECT pg_catalog.string_agg(a.attname::text, ',' ORDER BY k.n)
+        FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+        JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS columns,
+       (SELECT pg_catalog.string_agg(oc.opcname::text, ',' ORDER BY k.n)
+        FROM unnest(i.indclass) WITH ORDINALITY AS k(opc, n)
+        JOIN pg_catalog.pg_opclass AS oc ON oc.oid = k.opc) AS opclasses
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_am AS am ON am.oid = c.relam
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s
+"""
+# How far the replicas are behind, in seconds (NULL: none, or not visible to this role).
+ONLINE_REPLICA_LAG_SQL = """
+SELECT count(*)::int AS replicas,
+       max(extract(epoch FROM coalesce(replay_lag, write_lag, flush_lag)))::float AS lag_seconds
+FROM pg_catalog.pg_stat_replication
+"""
+# NULL unless the role may read it (superuser or pg_read_all_settings): reading it otherwise is an error.
+DATA_DIRECTORY_SQL = """
+SELECT CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
+            THEN pg_catalog.current_setting('data_directory', true) END AS data_directory
+"""
+# The catalog of one column as an upgrade leaves it: what an online run must leave exactly as the in-place
+# one does (column position aside).
+COLUMN_CATALOG_SQL = """
+SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
+       pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) AS default, a.attcollation <> 0 AS collatable,
+       pg_catalog.col_description(a.attrelid, a.attnum::int) AS comment,
+       ARRAY(SELECT pg_catalog.pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END
+             FROM pg_catalog.pg_index AS i WHERE i.indrelid = a.attrelid AND a.attnum = ANY (i.indkey)
+             ORDER BY 1) AS indexes,
+       ARRAY(SELECT co.conname || ' ' || pg_catalog.pg_get_constraintdef(co.oid)
+             FROM pg_catalog.pg_constraint AS co WHERE co.conrelid = a.attrelid AND a.attnum = ANY (co.conkey)
+             ORDER BY 1) AS constraints
+FROM pg_catalog.pg_attribute AS a
+LEFT JOIN pg_catalog.pg_attrdef AS ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+WHERE a.attrelid = pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %(schema)s, %(table)s))
+  AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def online_shadow_column(column: str, target: str) -> str:
+    """The shadow column that holds ``column``'s value in the ``target`` type until the swap."""
+    return column + ONLINE_SHADOW_SUFFIX[target]
+
+
+def online_sync_function_name(schema: str, table: str, column: str) -> str:
+    """The trigger function's name in the history schema: one per column (its body names the columns)."""
+    digest = hashlib.sha256(json.dumps([schema, table, column]).encode('utf-8')).hexdigest()
+    return 'online_sync_' + digest[:16]
+
+
+def online_conversion_expr(target: str, history_schema: str, value: t.Any) -> t.Any:
+    """``value`` (an SQL composable) converted to ``target``."""
+    if target == 'jsonb':
+        return sql.SQL('pg_catalog.to_jsonb({})').format(value)
+    return sql.SQL('{}({})').format(sql.Identifier(history_schema, ONLINE_TO_TEXT_ARRAY), value)
+
+
+# The trigger keeps the shadow equal to the conversion of the column on every INSERT and UPDATE. A value
+# the target cannot hold (only jsonb -> text[]) is refused with the reason, not stored as NULL.
+_ONLINE_SYNC_BODY = """
+BEGIN
+    NEW.{shadow} := {converted};
+    IF NEW.{shadow} IS NULL AND NEW.{column} IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'check_violation',
+            MESSAGE = format('%s.%s: this value cannot be stored as %s while ledgermind.migrations converts the '
+                             'column online (it would be lost): write a flat array of strings', TG_TABLE_NAME,
+                             {column_name}, {target});
+    END IF;
+    RETURN NEW;
+END
+"""
+
+
+def online_sync_function_body(history_schema: str, column: str, shadow: str, target: str) -> t.Any:
+    """The PL/pgSQL body, to render with ``as_string`` and pass as ``%(body)s``."""
+    return sql.SQL(_ONLINE_SYNC_BODY).format(
+        shadow=sql.Identifier(shadow), column=sql.Identifier(column), column_name=sql.Literal(column),
+        target=sql.Literal(target),
+        converted=online_conversion_expr(target, history_schema, sql.SQL('NEW.{}').format(sql.Identifier(column))))
+
+
+def create_online_sync_function_sql(history_schema: str, function: str) -> t.Any:
+    """``CREATE OR REPLACE FUNCTION`` of the sync trigger, taking the body as ``%(body)s``. SECURITY DEFINER with a
+    pinned search_path: the application's roles need no right on the history schema and cannot substitute
+    functions."""
+    return sql.SQL('CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER '
+                   'SET search_path = pg_catalog, pg_temp AS %(body)s').format(sql.Identifier(history_schema, function))
+
+
+def online_sync_trigger_sql(schema: str, table: str, history_schema: str, function: str) -> t.Any:
+    return sql.SQL('CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()').format(
+        sql.Identifier(ONLINE_TRIGGER), sql.Identifier(schema, table), sql.Identifier(history_schema, function))
+
+
+def online_add_shadow_sql(schema: str, table: str, shadow: str, target: str) -> t.Any:
+    # Nullable and without a default: a catalog change only, no rewrite.
+    return sql.SQL('ALTER TABLE {} ADD COLUMN {} {}').format(
+        sql.Identifier(schema, table), sql.Identifier(shadow), sql.SQL(target))
+
+
+def online_backfill_sql(schema: str, table: str, key: str, key_type: str, column: str, shadow: str, target: str,
+                        history_schema: str, first: bool) -> t.Any:
+    """One batch: the next %(size)s keys after %(after)s, in key order; only rows whose shadow differs are
+    written. Returns the batch's last key (as text), the rows read and the rows written."""
+    rel = sql.Identifier(schema, table)
+    k = sql.Identifier(key)
+    converted = online_conversion_expr(target, history_schema, sql.SQL('t.{}').format(sql.Identifier(column)))
+    after = sql.SQL('') if first else sql.SQL('WHERE {} > %(after)s::{}').format(k, sql.SQL(key_type))
+    return sql.SQL(
+        'WITH batch AS (SELECT {k} FROM {rel} {after} ORDER BY {k} LIMIT %(size)s), '
+        'written AS (UPDATE {rel} AS t SET {shadow} = {converted} FROM batch AS b '
+        'WHERE t.{k} = b.{k} AND t.{shadow} IS DISTINCT FROM {converted} RETURNING 1) '
+        'SELECT (SELECT max({k})::text FROM batch) AS last_key, (SELECT count(*) FROM batch)::bigint AS rows_read, '
+        '(SELECT count(*) FROM written)::bigint AS rows_written').format(
+        k=k, rel=rel, after=after, shadow=sql.Identifier(shadow), converted=converted)
+
+
+def online_verify_sql(schema: str, table: str, key: str, column: str, shadow: str, target: str,
+                      history_schema: str) -> t.Any:
+    """Rows whose shadow is not the conversion of the column, and those the target cannot hold, with a few keys."""
+    c = sql.Identifier(column)
+    s = sql.Identifier(shadow)
+    converted = online_conversion_expr(target, history_schema, c)
+    return sql.SQL(
+        'SELECT count(*)::bigint AS rows, '
+        'count(*) FILTER (WHERE {s} IS DISTINCT FROM {converted})::bigint AS differing, '
+        'count(*) FILTER (WHERE {c} IS NOT NULL AND {converted} IS NULL)::bigint AS unconvertible, '
+        '(array_agg({k}::text ORDER BY {k}) FILTER (WHERE {s} IS DISTINCT FROM {converted}'
+        ' OR ({c} IS NOT NULL AND {converted} IS NULL)))[1:5] AS sample_keys '
+        'FROM {rel}').format(s=s, c=c, k=sql.Identifier(key), converted=converted, rel=sql.Identifier(schema, table))
+
+
+def online_unconvertible_sql(schema: str, table: str, key: str, column: str, target: str,
+                             history_schema: str) -> t.Any:
+    """Rows the target type cannot hold (none for jsonb), with a few keys."""
+    c = sql.Identifier(column)
+    converted = online_conversion_expr(target, history_schema, c)
+    return sql.SQL('SELECT count(*)::bigint AS unconvertible, (array_agg({k}::text ORDER BY {k}))[1:5] AS sample_keys '
+                   'FROM {rel} WHERE {c} IS NOT NULL AND {converted} IS NULL').format(
+        k=sql.Identifier(key), rel=sql.Identifier(schema, table), c=c, converted=converted)
+
+
+def online_create_index_sql(schema: str, table: str, index: str, method: str, column: str, opclass: str) -> t.Any:
+    return sql.SQL('CREATE INDEX CONCURRENTLY {} ON {} USING {} ({} {})').format(
+        sql.Identifier(index), sql.Identifier(schema, table), sql.SQL(method), sql.Identifier(column),
+        sql.SQL(opclass) if opclass else sql.SQL(''))
+
+
+def online_drop_index_sql(schema: str, index: str) -> t.Any:
+    return sql.SQL('DROP INDEX CONCURRENTLY IF EXISTS {}').format(sql.Identifier(schema, index))
+
+
+def online_swap_sql(schema: str, table: str, column: str, shadow: str, history_schema: str, function: str,
+                    comment: str | None) -> list[t.Any]:
+    """The swap's statements after ``LOCK TABLE``: trigger and old column gone, shadow renamed, comment kept."""
+    rel = sql.Identifier(schema, table)
+    statements = [
+        sql.SQL('DROP TRIGGER {} ON {}').format(sql.Identifier(ONLINE_TRIGGER), rel),
+        sql.SQL('ALTER TABLE {} DROP COLUMN {}').format(rel, sql.Identifier(column)),
+        sql.SQL('ALTER TABLE {} RENAME COLUMN {} TO {}').format(rel, sql.Identifier(shadow), sql.Identifier(column)),
+        sql.SQL('DROP FUNCTION {}()').format(sql.Identifier(history_schema, function)),
+    ]
+    if comment is not None:
+        statements.append(sql.SQL('COMMENT ON COLUMN {}.{} IS {}').format(rel, sql.Identifier(column),
+                                                                          sql.Literal(comment)))
+    return statements
+
+
+def online_remove_sql(schema: str, table: str, shadow: str | None, history_schema: str,
+                      function: str | None) -> list[t.Any]:
+    """What an unfinished conversion left, removed: the trigger, its function and the shadow column."""
+    rel = sql.Identifier(schema, table)
+    statements = [sql.SQL('DROP TRIGGER IF EXISTS {} ON {}').format(sql.Identifier(ONLINE_TRIGGER), rel)]
+    if function:
+        statements.append(sql.SQL('DROP FUNCTION IF EXISTS {}()').format(sql.Identifier(history_schema, function)))
+    if shadow:
+        statements.append(sql.SQL('ALTER TABLE {} DROP COLUMN IF EXISTS {}').format(rel, sql.Identifier(shadow)))
+    return statements
+
+
+def version_update_sql(version_table: str) -> t.Any:
+    """Alembic's version row moved from one of %(allowed)s to %(revision)s (rowcount 1 when it was there)."""
+    return sql.SQL('UPDATE {} SET version_num = %(revision)s WHERE version_num = ANY (%(allowed)s)').format(
+        sql.Identifier(version_table))
+
+
+def lock_table_sql(schema: str, table: str, mode: str) -> t.Any:
+    return sql.SQL('LOCK TABLE {} IN {} MODE').format(sql.Identifier(schema, table), sql.SQL(mode))
+
+
+def count_rows_sql(schema: str, table: str) -> t.Any:
+    return sql.SQL('SELECT count(*)::bigint AS n FROM {}').format(sql.Identifier(schema, table))
+
+
+def analyze_column_sql(schema: str, table: str, column: str) -> t.Any:
+    return sql.SQL('ANALYZE {} ({})').format(sql.Identifier(schema, table), sql.Identifier(column))
+
+
+def create_schema_sql(schema: str) -> t.Any:
+    return sql.SQL('CREATE SCHEMA IF NOT EXISTS {}').format(sql.Identifier(schema))
+
+
+def online_drop_trigger_sql(schema: str, table: str) -> t.Any:
+    return online_remove_sql(schema, table, None, '', None)[0]
+
+
+def online_drop_function_sql(history_schema: str, function: str) -> t.Any:
+    return sql.SQL('DROP FUNCTION IF EXISTS {}()').format(sql.Identifier(history_schema, function))
+
+
+def online_drop_shadow_sql(schema: str, table: str, shadow: str) -> t.Any:
+    return sql.SQL('ALTER TABLE {} DROP COLUMN IF EXISTS {}').format(sql.Identifier(schema, table),
+                                                                    sql.Identifier(shadow))
+
+
+def online_mark_progress_sql(history_schema: str, field: str) -> t.Any:
+    """Progress row's ``field`` (backfilled_at, verified_at) set to now()."""
+    return sql.SQL(ONLINE_PROGRESS_MARK_SQL).format(hs=sql.Identifier(history_schema), field=sql.Identifier(field),
+                                                    value=sql.SQL('pg_catalog.now()'))
+
+
+def version_rows_sql(version_table: str) -> t.Any:
+    return sql.SQL('SELECT version_num FROM {} ORDER BY 1').format(sql.Identifier(version_table))
+
+
+def online_probe_sql(schema: str, table: str, key: str, column: str, target: str, history_schema: str) -> t.Any:
+    """One batch's read and conversion, without writing: the plan's rate."""
+    return sql.SQL('SELECT count({}) AS n FROM (SELECT {} FROM {} ORDER BY {} LIMIT %(size)s) AS s').format(
+        online_conversion_expr(target, history_schema, sql.Identifier(column)), sql.Identifier(column),
+        sql.Identifier(schema, table), sql.Identifier(key))
