@@ -13,6 +13,7 @@ description:
   - Changes the type of O(schema).O(table).O(column) to O(target_type) without the table rewrite that
     C(ALTER TABLE ... TYPE) does under an ACCESS EXCLUSIVE lock (expand, backfill, contract, as pgroll and pg-osc do).
     Each O(phase) is one call, safe to repeat, and decides what to do from the database's state.
+  - V(status) reads only where the conversion stands (RV(state), RV(rows), RV(progress)), cheaply.
   - V(plan) reads only: the table's state, what would be refused, the batches and an estimated duration, and the
     space the conversion needs.
   - V(expand) adds a nullable shadow column of O(target_type) and a C(BEFORE INSERT OR UPDATE) row trigger that keeps
@@ -41,7 +42,7 @@ options:
       - The step to run; see the description.
     type: str
     required: true
-    choices: [plan, expand, backfill, index, verify, swap, remove]
+    choices: [status, plan, expand, backfill, index, verify, swap, remove]
   table:
     description:
       - The table, without schema.
@@ -232,6 +233,14 @@ plan:
   type: dict
   sample: {"rows": 1000000, "batches": 200, "estimated_seconds": 95.0, "needed_bytes": 180000000,
            "free_bytes": 52000000000, "refusals": []}
+rows:
+  description: The table's rows (the planner's estimate, or a count when it has none).
+  returned: when O(phase=status) or O(phase=plan)
+  type: int
+revision:
+  description: What Alembic's version table holds (comma-joined), or null without one.
+  returned: when O(phase=status) or O(phase=plan)
+  type: str
 progress:
   description: The backfill's progress (rows done, rows written by this call, rate, ETA, done).
   returned: when a conversion is in progress
@@ -316,6 +325,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
 
 # lock_not_available (lock_timeout), deadlock_detected: another try can succeed once the other session is gone.
 RETRYABLE_SQLSTATES = ('55P03', '40P01')
+PHASES = ['status', 'plan', 'expand', 'backfill', 'index', 'verify', 'swap', 'remove']
 # Rough cost of writing a row version against reading and converting it (for the plan's estimate only).
 WRITE_COST_FACTOR = 4.0
 
@@ -323,8 +333,7 @@ WRITE_COST_FACTOR = 4.0
 def argument_spec() -> dict[str, t.Any]:
     spec = postgres_connection_argument_spec()
     spec.update(
-        phase=dict(type='str', required=True, choices=['plan', 'expand', 'backfill', 'index', 'verify', 'swap',
-                                                      'remove']),
+        phase=dict(type='str', required=True, choices=PHASES),
         table=dict(type='str', required=True),
         schema=dict(type='str', default='public'),
         column=dict(type='str', required=True),
@@ -538,6 +547,14 @@ def free_space(cur: t.Any, table: dict[str, t.Any]) -> tuple[int | None, str]:
     return stat.f_bavail * stat.f_frsize, f'free on the file system of {path}'
 
 
+def current_revision(cur: t.Any, version_table: str) -> str | None:
+    cur.execute(VERSION_TABLE_EXISTS_SQL, dict(table=version_table))
+    if not cur.fetchone()['present']:
+        return None
+    cur.execute(version_rows_sql(version_table))
+    return ','.join(r['version_num'] for r in cur.fetchall()) or None
+
+
 def measured_seconds_per_row(cur: t.Any, p: dict[str, t.Any], key: str) -> float | None:
     """Time one batch's read and conversion (read-only), scaled for the write: the plan's rough rate."""
     probe = online_probe_sql(p['schema'], p['table'], key, p['column'], p['target_type'], p['history_schema'])
@@ -622,12 +639,17 @@ class Conversion:
                              f"({index['columns']}): drop or rename it first")
         return found
 
-    def plan(self, cur: t.Any, state: dict[str, t.Any], key: str, with_unconvertible: bool) -> dict[str, t.Any]:
-        table = state['table']
-        rows = int(table['estimated_rows'] or 0)
+    def row_count(self, cur: t.Any, state: dict[str, t.Any]) -> int:
+        """The planner's estimate; a count when the table was never analyzed (reltuples -1) or looks empty."""
+        rows = int(state['table']['estimated_rows'] or 0)
         if rows <= 0:
             cur.execute(count_rows_sql(self.p['schema'], self.p['table']))
             rows = int(cur.fetchone()['n'])
+        return rows
+
+    def plan(self, cur: t.Any, state: dict[str, t.Any], key: str, with_unconvertible: bool) -> dict[str, t.Any]:
+        table = state['table']
+        rows = self.row_count(cur, state)
         found = self.check_refusals(cur, state) if state['situation'] in ('pending', 'in_progress') else []
         if with_unconvertible and self.target == 'text[]' and state['situation'] in ('pending', 'in_progress'):
             cur.execute(online_unconvertible_sql(self.p['schema'], self.p['table'], key, self.p['column'],
@@ -668,13 +690,16 @@ class Conversion:
         cur = conn.cursor()
         return conn, cur
 
-    def plan_only(self) -> dict[str, t.Any]:
+    def plan_only(self, full: bool) -> dict[str, t.Any]:
         conn, cur = self.open_read()
         try:
             conn.set_session(readonly=True)
             state = self.read_state(cur)
-            key, _ = find_key(self.module, cur, state['table']['relid'])
-            self.plan(cur, state, key, with_unconvertible=True)
+            self.result['rows'] = self.row_count(cur, state)
+            self.result['revision'] = current_revision(cur, self.p['version_table'])
+            if full:
+                key, _ = find_key(self.module, cur, state['table']['relid'])
+                self.plan(cur, state, key, with_unconvertible=True)
             self.result['progress'] = self.progress_of(state)
             conn.rollback()
         except psycopg2.Error as e:
@@ -1098,8 +1123,8 @@ def main() -> None:
     for name in ('batch_size', 'retries', 'lock_timeout_ms'):
         if p[name] < 1:
             fail(module, f'{name} must be at least 1.')
-    if p['phase'] == 'plan':
-        module.exit_json(**Conversion(module).plan_only())
+    if p['phase'] in ('status', 'plan'):
+        module.exit_json(**Conversion(module).plan_only(full=p['phase'] == 'plan'))
     module.exit_json(**Conversion(module).run())
 
 
