@@ -10,7 +10,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r'''
 name: signoff
-version_added: 0.3.0
+version_added: 0.1.0
 short_description: Judge the runbook's sign-off, each item's status and evidence and the verdict
 description:
   - Turns what a migrate or rollback run recorded into the sign-off report the C(signoff_report) role writes, that
@@ -359,6 +359,15 @@ def judge_phase_report(report: Mapping[str, t.Any], name: str, failure: Mapping[
 
 def judge_performance(migration: Mapping[str, t.Any], check_mode: bool, lock_timeout_ms: t.Any) -> Judged:
     waits = mapping(migration.get('lock_waits'))
+    online = mapping(migration.get('online'))
+    if not waits and online:
+        swap = mapping(online.get('swap'))
+        if not swap:
+            return SKIPPED, 'online conversion: nothing was swapped in this run'
+        # Honest about what is known: no rewrite, and how the swap got its lock; nobody's latency was measured.
+        return SKIPPED, ('online conversion, no table rewrite: the swap took its lock after {} {} of at most {} ms '
+                         'and held it for one short transaction; query latency was not sampled').format(
+            swap.get('tries'), 'try' if swap.get('tries') == 1 else 'tries', migration.get('lock_timeout_ms'))
     if not waits:
         if check_mode and moves(migration):
             return WOULD_RUN, 'check mode: would sample the sessions queued behind the migration while it runs'

@@ -216,6 +216,11 @@ state:
   returned: always
   type: str
   sample: in_progress
+shadow_column:
+  description: The shadow column of O(target_type) when it exists (a conversion in progress), else null.
+  returned: when O(target_type) is set
+  type: str
+  sample: tokens__ledgermind_jsonb
 column_type:
   description: The column's type before the phase ran.
   returned: when the column exists
@@ -265,6 +270,9 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._alembic import backoff_delays  # noqa: E402
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+    _lock_holders as lock_holders,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
     close,
     connect_writable,
     fail,
@@ -595,6 +603,14 @@ class Conversion:
 
     def query_error(self, conn: t.Any, error: Exception, doing: str) -> t.NoReturn:
         sqlstate = getattr(error, 'pgcode', None)
+        if sqlstate in RETRYABLE_SQLSTATES:
+            holders = lock_holders(conn, LOCK_HOLDERS_SQL, lock_holders_params(self.p['schema'], self.p['table']))
+            fail(self.module, '{} stayed locked by another session while {} it: {}. {} tries, each waiting at most '
+                              '{} ms so that no query queues behind it for longer, all gave up. Nothing was changed '
+                              'by the failed step; retry once that session finishes (a re-run continues where this '
+                              'one stopped), or raise the retries.'.format(
+                                  relation(self.p), doing, '; '.join(holders) or 'see pg_stat_activity',
+                                  self.result.get('tries', 1), self.p['lock_timeout_ms']))
         if sqlstate == '42501':
             fail(self.module, f'Permission denied while {doing} {relation(self.p)}: the role must own the table and be '
                               f"able to write in schema {self.p['history_schema']}. Server said: "
@@ -623,7 +639,8 @@ class Conversion:
                                        trigger=read_trigger(cur, table['relid']))
         if self.target:
             state['situation'] = situation(table['column_type'], self.target, shadows)
-            self.result.update(state=state['situation'], column_type=table['column_type'])
+            self.result.update(state=state['situation'], column_type=table['column_type'],
+                               shadow_column=self.shadow if shadows.get(self.target) else None)
         return state
 
     def check_refusals(self, cur: t.Any, state: dict[str, t.Any]) -> list[str]:
@@ -778,8 +795,10 @@ class Conversion:
         cur.execute(create_schema_sql(hs))
         for statement in ONLINE_DDL:
             cur.execute(history_sql(statement, hs))
-        # LOCK first: both statements below need it, and one wait under the budget is better than two.
-        cur.execute(lock_table_sql(p['schema'], p['table'], 'SHARE ROW EXCLUSIVE'))
+        # LOCK first, in the strongest mode a statement below needs (ADD COLUMN: ACCESS EXCLUSIVE, CREATE TRIGGER:
+        # SHARE ROW EXCLUSIVE): one wait under the budget, and no lock upgrade that could deadlock.
+        mode = 'SHARE ROW EXCLUSIVE' if state['shadows'][self.target] else 'ACCESS EXCLUSIVE'
+        cur.execute(lock_table_sql(p['schema'], p['table'], mode))
         if not state['shadows'][self.target]:
             cur.execute(online_add_shadow_sql(p['schema'], p['table'], self.shadow, self.target))
         body = online_sync_function_body(hs, p['column'], self.shadow, self.target).as_string(cur)

@@ -363,3 +363,11 @@ def test_rollback_items_never_pass_work_not_done(rollback: dict, restore: str, v
     report = run(ROLLBACK_RUN, rollback=rollback, restore_requested=True)
     statuses = {i['item'].split(' ')[0]: i['status'] for i in report['items']}
     assert statuses['Restored'] == restore and statuses['Rollback'] == verified, report['items']
+
+
+def test_online_conversion_performance_says_what_is_known() -> None:
+    migration = {'online': {'swap': {'tries': 2}}, 'lock_timeout_ms': 1000, 'direction': 'upgrade'}
+    verdict, evidence = s.judge_performance(migration, False, 1000)
+    assert verdict == s.SKIPPED and '2 tries of at most 1000 ms' in evidence and 'not sampled' in evidence
+    verdict, evidence = s.judge_performance({'online': {'swap': {}}}, False, 1000)
+    assert verdict == s.SKIPPED and 'nothing was swapped' in evidence

@@ -1,0 +1,82 @@
+"""pg_online_convert's decisions as tables: where a conversion stands, what it refuses, its estimates."""
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+
+from ansible_collections.ledgermind.migrations.plugins.module_utils import _queries as q
+from ansible_collections.ledgermind.migrations.plugins.modules import pg_online_convert as m
+
+
+def table(**changes: t.Any) -> dict[str, t.Any]:
+    row = dict(column_type='text[]', not_null=False, has_default=False, column_privileges=False)
+    row.update(changes)
+    return row
+
+
+@pytest.mark.parametrize(('column_type', 'target', 'shadows', 'expected'), [
+    ('text[]', 'jsonb', {}, 'pending'),
+    ('text[]', 'jsonb', {'jsonb': 'jsonb'}, 'in_progress'),
+    ('jsonb', 'jsonb', {}, 'converted'),
+    # A failed online rollback left a text[] shadow on the jsonb column: the migration removes it first.
+    ('jsonb', 'jsonb', {'text[]': 'text[]'}, 'leftover'),
+    ('jsonb', 'text[]', {}, 'pending'),
+    ('jsonb', 'text[]', {'text[]': 'text[]'}, 'in_progress'),
+    ('text[]', 'text[]', {'jsonb': 'jsonb'}, 'leftover'),
+    ('text[]', 'text[]', {}, 'converted'),
+])
+def test_situation(column_type: str, target: str, shadows: dict[str, str], expected: str) -> None:
+    assert m.situation(column_type, target, shadows) == expected
+
+
+def test_nothing_refused_for_a_plain_column() -> None:
+    assert m.refusals(table(), 'jsonb', [], [], None) == []
+
+
+@pytest.mark.parametrize(('changes', 'words'), [
+    (dict(not_null=True), 'NOT NULL'),
+    (dict(has_default=True), 'default'),
+    (dict(column_privileges=True), 'column-level privileges'),
+    (dict(column_type='integer'), 'between text[] and jsonb'),
+])
+def test_refusals_name_what_would_be_lost(changes: dict[str, t.Any], words: str) -> None:
+    found = m.refusals(table(**changes), 'jsonb', [], [], None)
+    assert len(found) == 1 and words in found[0]
+
+
+def test_dependents_are_refused_except_the_index_the_rollback_drops() -> None:
+    deps = [dict(object='index ix_ml_features_tokens_gin', index_name='ix_ml_features_tokens_gin'),
+            dict(object='rule _RETURN on view v_tokens', index_name=None)]
+    to_text = m.refusals(table(column_type='jsonb'), 'text[]', deps, [], 'ix_ml_features_tokens_gin')
+    assert len(to_text) == 1 and 'view v_tokens' in to_text[0]
+    to_jsonb = m.refusals(table(), 'jsonb', deps, [], None)
+    assert len(to_jsonb) == 2
+
+
+def test_publications_are_refused() -> None:
+    found = m.refusals(table(), 'jsonb', [], ['pub_all'], None)
+    assert found and 'pub_all' in found[0]
+
+
+def test_estimate_counts_batches_and_pauses() -> None:
+    assert m.estimate(10001, 5000, 0.5, 0.001) == dict(batches=3, estimated_seconds=11.5)
+    assert m.estimate(0, 5000, 0.0, None) == dict(batches=0, estimated_seconds=None)
+
+
+def test_space_needed_is_the_table_again_plus_the_column() -> None:
+    assert m.space_needed(1000, 10, 7) == dict(needed_bytes=1070, column_bytes=70)
+    assert m.space_needed(1000, 10, None) == dict(needed_bytes=1000, column_bytes=0)
+
+
+def test_progress_rate_and_eta() -> None:
+    report = m.progress_report(400, 1000, 400, 2.0, False)
+    assert report['percent'] == 40.0 and report['rate'] == 200.0 and report['eta_seconds'] == 3.0
+    done = m.progress_report(1000, 900, 0, 0.0, True)
+    assert done['percent'] == 100.0 and done['eta_seconds'] == 0.0 and done['rows_estimated'] == 1000
+    assert '400 of ~1000 rows (40.0%), 200 rows/s, ETA 3 s' == m.describe_progress(report)
+
+
+def test_shadow_columns_differ_by_direction() -> None:
+    assert q.online_shadow_column('tokens', 'jsonb') != q.online_shadow_column('tokens', 'text[]')
+    assert all(len(q.online_shadow_column('x' * 40, target)) <= 63 for target in q.ONLINE_TARGETS)
