@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: report_files
 short_description: Write a run's report files into a directory in one step
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Writes each of O(files) into O(path) atomically (a temporary file in the same directory, then a rename),
     so a reader never sees half a report and an interrupted run leaves no partial file.
