@@ -44,6 +44,22 @@ def column_type() -> str:
                  " WHERE attrelid = 'public.ml_features'::regclass AND attname = 'tokens' AND NOT attisdropped")[0][0]
 
 
+def tokens_is_last_column() -> bool:
+    """The online conversion's mark: the swapped-in column comes after every other (in place keeps its position)."""
+    rows = query("SELECT attname FROM pg_attribute WHERE attrelid = 'public.ml_features'::regclass"
+                 " AND attnum > 0 AND NOT attisdropped ORDER BY attnum DESC LIMIT 1")
+    return rows[0][0] == "tokens"
+
+
+def online_leftovers() -> list[str]:
+    """Shadow columns or the sync trigger an online conversion would leave behind."""
+    columns = query("SELECT attname FROM pg_attribute WHERE attrelid = 'public.ml_features'::regclass"
+                    " AND attname IN ('tokens__ledgermind_jsonb', 'tokens__ledgermind_text') AND NOT attisdropped")
+    triggers = query("SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.ml_features'::regclass"
+                     " AND tgname = 'zz_ledgermind_online_sync'")
+    return [r[0] for r in columns + triggers]
+
+
 def revision() -> str:
     return query("SELECT version_num FROM alembic_version")[0][0]
 

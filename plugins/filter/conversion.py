@@ -41,8 +41,8 @@ def conversion_choice(status: dict[str, Any], mode: str = "auto", min_rows: Any 
     if mode != "auto":
         return dict(choice, mode=mode, rule=f"{mode} requested (ledgermind_conversion){left}")
     if rows >= threshold:
-        return dict(choice, mode="online", rule=f"auto: {rows} rows >= {threshold} (ledgermind_online_min_rows): "
-                                               f"online, no table rewrite{left}")
+        rule = f"auto: {rows} rows >= {threshold} (ledgermind_online_min_rows): online, no table rewrite{left}"
+        return dict(choice, mode="online", rule=rule)
     return dict(choice, mode="in_place",
                 rule=f"auto: {rows} rows < {threshold} (ledgermind_online_min_rows): in place, a short rewrite{left}")
 

@@ -1570,8 +1570,8 @@ def online_drop_function_sql(history_schema: str, function: str) -> t.Any:
 
 
 def online_drop_shadow_sql(schema: str, table: str, shadow: str) -> t.Any:
-    return sql.SQL('ALTER TABLE {} DROP COLUMN IF EXISTS {}').format(sql.Identifier(schema, table),
-                                                                    sql.Identifier(shadow))
+    return sql.SQL('ALTER TABLE {} DROP COLUMN IF EXISTS {}').format(
+        sql.Identifier(schema, table), sql.Identifier(shadow))
 
 
 def online_mark_progress_sql(history_schema: str, field: str) -> t.Any:

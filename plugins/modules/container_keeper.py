@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: container_keeper
 short_description: Record a compose service's container exactly and put exactly that back, secrets never leaving Docker
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Finds the container of a compose service (by its C(com.docker.compose.project) and C(com.docker.compose.service)
     labels) and describes it - image id, name, environment, command, entrypoint, user, working directory, labels,

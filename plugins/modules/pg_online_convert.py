@@ -14,7 +14,7 @@ description:
     C(ALTER TABLE ... TYPE) does under an ACCESS EXCLUSIVE lock (expand, backfill, contract, as pgroll and pg-osc do).
     Each O(phase) is one call, safe to repeat, and decides what to do from the database's state.
   - V(status) reads only where the conversion stands (RV(state), RV(rows), RV(progress)), cheaply.
-  - V(plan) reads only: the table's state, what would be refused, the batches and an estimated duration, and the
+  - V(plan) reads only the table's state, what would be refused, the batches and an estimated duration, and the
     space the conversion needs.
   - V(expand) adds a nullable shadow column of O(target_type) and a C(BEFORE INSERT OR UPDATE) row trigger that keeps
     it equal to the conversion of the column (C(to_jsonb) for jsonb; for text[] exactly the revision's downgrade).
@@ -23,14 +23,15 @@ description:
     cannot hold) and names it.
   - V(backfill) fills the shadow in key-ordered batches, each its own short transaction that also records how far
     it got, so a re-run continues where an interrupted one stopped and rewrites only rows whose shadow differs.
-    Throttled while a replica's replay lag passes O(max_replica_lag). O(max_seconds) returns after a slice, so a
+    Throttled while a replica's replay lag passes O(max_replica_lag). O(max_seconds) ends the call after a slice (its progress says C(done=false)), so a
     playbook can print progress (rows done, rate, ETA) between calls.
   - V(index) builds O(index_name) on the shadow C(CONCURRENTLY) (an INVALID leftover is dropped and rebuilt).
   - V(verify) proves, without a lock, that every row's shadow equals the conversion of the column. Differences send
     the next backfill over the whole table again.
-  - V(swap) in one transaction under the lock budget (O(lock_timeout_ms) per try, O(retries) tries with back-off):
-    trigger dropped, old column dropped (with the index on it), shadow renamed to O(column), the column's comment
-    kept, Alembic's version moved to O(revision). All or nothing. Only a verified conversion is swapped.
+  - V(swap) runs in one transaction under the lock budget (O(lock_timeout_ms) per try, O(retries) tries with
+    back-off). The trigger is dropped, the old column dropped (with the index on it), the shadow renamed to
+    O(column), the column's comment kept, Alembic's version moved to O(revision). All or nothing. Only a verified
+    conversion is swapped.
   - V(remove) takes away what an unfinished conversion left (trigger, function, shadow columns of either
     direction, progress); the column itself is never touched.
   - Supports check mode for every phase; it reports what the phase would do.
@@ -104,7 +105,7 @@ options:
     default: 0.0
   max_seconds:
     description:
-      - O(phase=backfill) returns after this many seconds with RV(progress.done=false); 0 runs to the end.
+      - O(phase=backfill) returns after this many seconds with C(done=false) in RV(progress); 0 runs to the end.
     type: float
     default: 0
   max_replica_lag:
@@ -679,8 +680,8 @@ class Conversion:
         per_row = measured_seconds_per_row(cur, self.p, key) if self.target == 'jsonb' or found == [] else None
         space = space_needed(int(table['table_bytes']), rows, table['avg_width'])
         free, free_source = free_space(cur, table)
-        plan = dict(rows=rows, batch_size=self.p['batch_size'], **estimate(rows, self.p['batch_size'],
-                                                                          self.p['batch_pause'], per_row),
+        batches = estimate(rows, self.p['batch_size'], self.p['batch_pause'], per_row)
+        plan = dict(rows=rows, batch_size=self.p['batch_size'], **batches,
                     free_bytes=free, free_space_source=free_source, refusals=found,
                     freed_after_swap_bytes=space['column_bytes'], **space)
         if free is not None and free < space['needed_bytes'] * self.p['free_space_margin']:
@@ -715,7 +716,7 @@ class Conversion:
             self.result['rows'] = self.row_count(cur, state)
             self.result['revision'] = current_revision(cur, self.p['version_table'])
             if full:
-                key, _ = find_key(self.module, cur, state['table']['relid'])
+                key = find_key(self.module, cur, state['table']['relid'])[0]
                 self.plan(cur, state, key, with_unconvertible=True)
             self.result['progress'] = self.progress_of(state)
             conn.rollback()
@@ -741,7 +742,7 @@ class Conversion:
             if not self.module.check_mode:
                 cur.execute(HISTORY_LOCK_SQL)
             state = self.read_state(cur)
-            key, _ = find_key(self.module, cur, state['table']['relid'])
+            key = find_key(self.module, cur, state['table']['relid'])[0]
             where = state['situation']
             if where == 'leftover':
                 fail(self.module, f'{relation(p)} holds the shadow column of an unfinished conversion to '
@@ -983,7 +984,7 @@ class Conversion:
                     return self.result
                 fail(self.module, f'The backfill of {relation(p)} has not reached the end yet: run phase=backfill '
                                   '(it continues where it stopped). Nothing was changed.')
-            key, _ = find_key(self.module, cur, state['table']['relid'])
+            key = find_key(self.module, cur, state['table']['relid'])[0]
             cur.execute(online_verify_sql(p['schema'], p['table'], key, p['column'], self.shadow, self.target, hs))
             found = dict(cur.fetchone())
             self.result['verify'] = found

@@ -20,6 +20,12 @@ def test_tokens_column_is_jsonb_at_the_new_revision():
     assert world.revision() == "502d44cd70ab"
 
 
+def test_converted_online_without_leftovers():
+    # This scenario runs the online conversion both ways (ledgermind_conversion=online).
+    assert world.tokens_is_last_column()
+    assert world.online_leftovers() == []
+
+
 @migrated
 def test_gin_index_with_jsonb_ops():
     definition = world.index_definition()
