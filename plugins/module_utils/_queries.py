@@ -1234,7 +1234,6 @@ ONLINE_SHADOW_SUFFIX = {'jsonb': '__ledgermind_jsonb', 'text[]': '__ledgermind_t
 # Fires after the table's other BEFORE row triggers (they fire in name order), so it copies their final value.
 ONLINE_TRIGGER = 'zz_ledgermind_online_sync'
 ONLINE_PROGRESS_TABLE = 'online_conversion'
-ONLINE_TO_TEXT_ARRAY = 'online_jsonb_to_text_array'
 
 ONLINE_DDL = (
     """CREATE TABLE IF NOT EXISTS {hs}.online_conversion (
@@ -1255,14 +1254,6 @@ ONLINE_DDL = (
         PRIMARY KEY (schema_name, table_name, column_name))""",
     "COMMENT ON TABLE {hs}.online_conversion IS 'ledgermind.migrations: progress of online column conversions "
     "(pg_online_convert); a row exists from expand until swap or remove'",
-    # STRICT: NULL stays NULL. Not an array, or an element neither string nor null: NULL (see above).
-    """CREATE OR REPLACE FUNCTION {hs}.online_jsonb_to_text_array(v jsonb) RETURNS text[]
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-        SELECT CASE WHEN jsonb_typeof(v) = 'array'
-                     AND NOT jsonb_path_exists(v, 'strict $[*] ? (@.type() != "string" && @.type() != "null")')
-               THEN (SELECT coalesce(array_agg(e ORDER BY i), '{{}}')
-                     FROM jsonb_array_elements_text(v) WITH ORDINALITY AS t(e, i)) END
-    $$""",
 )
 
 ONLINE_PROGRESS_PRESENT_SQL = ("SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.online_conversion', %(hs)s)) "
@@ -1409,11 +1400,19 @@ def online_sync_function_name(schema: str, table: str, column: str) -> str:
     return 'online_sync_' + digest[:16]
 
 
+# jsonb -> text[] inline (no function to create first, so a read-only plan can use it too): NULL stays NULL; not an
+# array, or an element neither string nor null: NULL (see above).
+_TO_TEXT_ARRAY = """CASE WHEN pg_catalog.jsonb_typeof({v}) = 'array'
+     AND NOT pg_catalog.jsonb_path_exists({v}, 'strict $[*] ? (@.type() != "string" && @.type() != "null")')
+THEN (SELECT coalesce(array_agg(e ORDER BY i), '{{}}')
+      FROM pg_catalog.jsonb_array_elements_text({v}) WITH ORDINALITY AS t(e, i)) END"""
+
+
 def online_conversion_expr(target: str, history_schema: str, value: t.Any) -> t.Any:
-    """``value`` (an SQL composable) converted to ``target``."""
+    """``value`` (an SQL composable) converted to ``target``, exactly as the revision converts it."""
     if target == 'jsonb':
         return sql.SQL('pg_catalog.to_jsonb({})').format(value)
-    return sql.SQL('{}({})').format(sql.Identifier(history_schema, ONLINE_TO_TEXT_ARRAY), value)
+    return sql.SQL('(' + _TO_TEXT_ARRAY + ')').format(v=value)
 
 
 # The trigger keeps the shadow equal to the conversion of the column on every INSERT and UPDATE. A value

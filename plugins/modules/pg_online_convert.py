@@ -23,8 +23,8 @@ description:
     cannot hold) and names it.
   - V(backfill) fills the shadow in key-ordered batches, each its own short transaction that also records how far
     it got, so a re-run continues where an interrupted one stopped and rewrites only rows whose shadow differs.
-    Throttled while a replica's replay lag passes O(max_replica_lag). O(max_seconds) ends the call after a slice (its progress says C(done=false)), so a
-    playbook can print progress (rows done, rate, ETA) between calls.
+    Throttled while a replica's replay lag passes O(max_replica_lag). O(max_seconds) ends the call after a slice
+    (its progress says C(done=false)), so a playbook can print progress (rows done, rate, ETA) between calls.
   - V(index) builds O(index_name) on the shadow C(CONCURRENTLY) (an INVALID leftover is dropped and rebuilt).
   - V(verify) proves, without a lock, that every row's shadow equals the conversion of the column. Differences send
     the next backfill over the whole table again.
@@ -758,11 +758,10 @@ class Conversion:
                                   + '; '.join(plan['refusals']) + '. Nothing was changed.',
                      plan=plan, state=where)
             actions = self.expand_actions(state)
-            self.result['actions'] = actions
+            self.result.update(actions=actions, changed=bool(actions))
             if actions and not self.module.check_mode:
                 self.execute_expand(cur, state, key)
                 conn.commit()
-                self.result['changed'] = True
             else:
                 conn.rollback()
             self.result['key_column'] = key
@@ -956,13 +955,12 @@ class Conversion:
                 fail(self.module, f"Index {p['index_name']} on {self.shadow} is {index['method']} "
                                   f"({index['opclasses']}), not {p['index_method']} ({p['index_opclass']}); drop it "
                                   'and run again.')
-            self.result['actions'] = actions
+            self.result.update(actions=actions, changed=bool(actions))
             if actions and not self.module.check_mode:
                 if index is not None:
                     cur.execute(online_drop_index_sql(p['schema'], p['index_name']))
                 cur.execute(online_create_index_sql(p['schema'], p['table'], p['index_name'], p['index_method'],
                                                     self.shadow, p['index_opclass']))
-                self.result['changed'] = True
         except psycopg2.Error as e:
             self.query_error(conn, e, 'indexing the shadow column of')
         finally:
@@ -989,13 +987,15 @@ class Conversion:
             found = dict(cur.fetchone())
             self.result['verify'] = found
             ok = not found['differing'] and not found['unconvertible']
-            if not self.module.check_mode:
+            # A verification already recorded and still true changes nothing.
+            newly = not ok or state['progress']['verified_at'] is None
+            self.result['changed'] = newly
+            if newly and not self.module.check_mode:
                 if ok:
                     cur.execute(online_mark_progress_sql(hs, 'verified_at'), names)
                 else:
                     cur.execute(history_sql(ONLINE_PROGRESS_RESTART_SQL, hs), names)
                 conn.commit()
-                self.result['changed'] = True
             self.result['actions'] = ['verified {} rows: {} differing, {} the target cannot hold'.format(
                 found['rows'], found['differing'], found['unconvertible'])]
             if not ok:
@@ -1035,6 +1035,7 @@ class Conversion:
                 + (f", move {p['version_table']} from {revision} to {p['revision']}" if p['revision'] else '')]
             if self.module.check_mode:
                 conn.rollback()
+                self.result['changed'] = True
                 return self.result
             for statement in online_swap_sql(p['schema'], p['table'], p['column'], self.shadow, hs, self.function,
                                              state['table']['comment']):
@@ -1113,7 +1114,7 @@ class Conversion:
             if state['progress']:
                 actions.append(f"forget the progress recorded in {hs}.online_conversion")
             self.result.update(actions=actions, state='leftover' if actions else 'clean',
-                               column_type=table['column_type'])
+                               column_type=table['column_type'], changed=bool(actions))
             if not actions or self.module.check_mode:
                 conn.rollback()
                 return self.result
@@ -1126,7 +1127,6 @@ class Conversion:
                 cur.execute(history_sql(ONLINE_PROGRESS_DELETE_SQL, hs),
                             dict(schema=p['schema'], table=p['table'], column=p['column']))
             conn.commit()
-            self.result['changed'] = True
         except psycopg2.Error as e:
             if getattr(e, 'pgcode', None) in RETRYABLE_SQLSTATES and not last_try:
                 close(conn)

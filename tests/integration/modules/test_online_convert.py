@@ -3,9 +3,7 @@
 Every test gets a fresh demo database ``lm_test_oc_<pid>``: a copy of one seeded once by scripts/reset_demo_db.py
 (revision 20251109_add_user_name_picture, ``tokens text[]``) plus rows with the awkward values. The module runs as
 Ansible runs it: ansible-playbook, one task per phase (the role's order), results read through the json callback.
-Application writers use their own long-lived connections. A behaviour the module gets wrong today (reported, not
-fixed here) ends its test as XFAIL with ``BUG:`` and the reason, where it shows, every earlier assertion having
-passed; once it is fixed, the test runs on and passes.
+Application writers use their own long-lived connections.
 """
 from __future__ import annotations
 
@@ -151,10 +149,8 @@ def ok(results: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     return results
 
 
-def known_bug(holds: bool, what: str) -> None:
-    """Last lines of a test: XFAIL with the bug while the module gets it wrong, a pass once it is fixed."""
-    if not holds:
-        pytest.xfail(f'BUG: {what}')
+def assert_holds(holds: bool, what: str) -> None:
+    assert holds, what
 
 
 def column_type(url: str) -> str | None:
@@ -234,7 +230,7 @@ def nothing_left(url: str) -> None:
     state = table_state(url)
     assert [c[1] for c in state['columns'] if c[1].startswith('tokens__')] == []
     assert state['triggers'] == []
-    assert set(state['history']) <= {'online_jsonb_to_text_array'}, state['history']  # shared, not per column
+    assert state['history'] == [], state['history']
     assert state['progress'] in (None, [])
 
 
@@ -685,10 +681,10 @@ def test_online_end_state_is_the_in_place_upgrades_catalog(fresh_db: Callable[..
     # The online rollback of the in-place upgrade, on a database no online run has touched before.
     rollback = play(tmp_path, full(in_place, 'text[]'))
     failure = next((r['msg'] for r in rollback if r.get('failed')), '')
-    known_bug(not ('ledgermind_migrations' in failure and 'does not exist' in failure),
+    assert_holds(not ('ledgermind_migrations' in failure and 'does not exist' in failure),
               'the online rollback (target_type=text[]) of an in-place upgrade fails at phase=plan (and expand) with '
               '"PostgreSQL error ... ledgermind_migrations ... does not exist" until an online expand has created '
-              'ledgermind_migrations.online_jsonb_to_text_array: ' + failure)
+              'the conversion: ' + failure)
     ok(rollback, len(PHASES))
     assert_text_base(in_place)
     assert column_catalog(in_place)['comment'] == comment
@@ -739,7 +735,7 @@ def test_every_phase_twice_and_a_full_run_on_a_converted_table(fresh_db: Callabl
     assert [r['changed'] for r in again] == [False] * len(again), [(r['changed'], r.get('actions')) for r in again]
     assert [r.get('state') for r in again] == ['converted'] * len(PHASES) + ['clean']
     assert table_state(url) == before
-    known_bug(changed[8] == ('verify', False),
+    assert_holds(changed[8] == ('verify', False),
               'verify run again on a verified, unchanged conversion reports changed=true (it re-stamps verified_at); '
               'expected changed=false when verified_at was already set and no row differs')
 
@@ -784,7 +780,7 @@ def test_check_mode_plans_and_changes_nothing(fresh_db: Callable[..., str], tmp_
     assert column_type(url) == 'text[]' and revision(url) == [BASE] and progress_row(url)['verified_at']
     assert scalar(url, f'SELECT count(*) FROM ml_features WHERE {SHADOW["jsonb"]} IS DISTINCT FROM to_jsonb(tokens)') \
         == 0
-    known_bug(all(r['changed'] for r in [first[1], dry[2], swap]),
+    assert_holds(all(r['changed'] for r in [first[1], dry[2], swap]),
               'check mode reports changed=false for phases that would change the database (expand, index, swap) '
               'while listing their actions; expected changed=true in check mode whenever actions is not empty, as '
               'pg_write_log does')
@@ -808,8 +804,6 @@ def test_expand_refuses_what_the_swap_would_lose_and_changes_nothing(fresh_db: C
     # The rollback's direction: rows text[] cannot hold (an object, a number element, a nested array).
     query(url, 'DROP VIEW ml_tokens')
     query(url, 'ALTER TABLE ml_features ALTER COLUMN tokens DROP NOT NULL')
-    # Online, not alembic: an in-place upgrade leaves no online_jsonb_to_text_array, which the rollback's plan
-    # needs today (see test_application_downgrade_after_online_upgrade_and_online_rollback_after_in_place).
     ok(play(tmp_path, full(url, 'jsonb')), len(PHASES))
     query(url, """UPDATE ml_features SET tokens = CASE txn_id WHEN 7 THEN '{"a": 1}'::jsonb WHEN 8 THEN '["a", 1]'
                   ELSE '[["nested"]]' END WHERE txn_id IN (7, 8, 9)""")

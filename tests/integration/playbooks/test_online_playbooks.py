@@ -82,7 +82,7 @@ def test_online_migrate_and_rollback_under_live_writes_pass_and_keep_every_write
                  delete_keys=range(1001, 1500)) as writer:
         migrated = playbook.run("migrate_tokens.yml", *ONLINE)
     assert_ok(migrated)
-    assert "Conversion: online (auto: 2000 rows >= 1000" in migrated.stdout, migrated.describe()
+    assert "Conversion to jsonb: online (auto: 2000 rows >= 1000" in migrated.stdout, migrated.describe()
     assert min(writer.counts["insert"], writer.counts["update"], writer.counts["delete"]) > 0, writer.counts
     rows = writer.expected(rows)
     assert_content(pgdb, rows)
@@ -97,7 +97,7 @@ def test_online_migrate_and_rollback_under_live_writes_pass_and_keep_every_write
                  delete_keys=range(1500, 2000)) as writer:
         back = playbook.run("rollback_tokens.yml", *ONLINE)
     assert_ok(back)
-    assert "Conversion back: online" in back.stdout, back.describe()
+    assert "Conversion to text[]: online" in back.stdout, back.describe()
     assert min(writer.counts.values()) > 0, writer.counts
     assert_content(pgdb, writer.expected(rows))
     state = pgdb.state()
