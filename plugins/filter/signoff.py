@@ -81,7 +81,7 @@ options:
           - The migration's lock timeout. A session queued behind the migration for longer than this plus one second
             is a performance degradation.
         type: int
-        default: 3000
+        default: 1000
       proof:
         description:
           - How the content was proven, rendered in the content item (post-migration validation, or rollback
@@ -377,7 +377,7 @@ def judge_performance(migration: Mapping[str, t.Any], check_mode: bool, lock_tim
                 'migration waited at most {}s{}').format(
         waits.get('samples'), waits.get('max_blocked_sessions'), waits.get('longest_wait_seconds'),
         waits.get('migration_longest_wait_seconds'), (', blocked by pids ' + ','.join(blocking)) if blocking else '')
-    budget = float(lock_timeout_ms or 3000) / 1000 + 1
+    budget = float(lock_timeout_ms or 1000) / 1000 + 1
     if float(waits.get('longest_wait_seconds') or 0) <= budget:
         return PASS, evidence
     return FAIL, f'{evidence}; a session waited longer than the lock timeout plus 1 s ({budget:g}s)'

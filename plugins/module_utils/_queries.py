@@ -1321,7 +1321,9 @@ WHERE a.attrelid = %(relid)s::oid AND a.attname = %(column)s AND a.attnum > 0 AN
 # Everything that depends on the column and that dropping it would drop or break: views, indexes,
 # constraints, statistics, policies, triggers on the column, defaults, generated columns, SQL-body functions.
 ONLINE_DEPENDENTS_SQL = """
-SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) AS object,
+SELECT CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass
+            THEN (SELECT 'view ' || r.ev_class::regclass::text FROM pg_catalog.pg_rewrite AS r WHERE r.oid = d.objid)
+            ELSE pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) END AS object,
        CASE WHEN d.classid = 'pg_catalog.pg_class'::regclass THEN
             (SELECT ic.relname::text FROM pg_catalog.pg_class AS ic WHERE ic.oid = d.objid AND ic.relkind = 'i')
        END AS index_name

@@ -66,9 +66,12 @@ options:
     type: dict
     default: {}
   lock_timeout_ms:
-    description: Longest time one try may wait for a lock before PostgreSQL cancels it.
+    description:
+      - Longest time one try may wait for a lock before PostgreSQL cancels it. Every query arriving meanwhile queues
+        behind the waiting ALTER, so this is also the longest any of them waits for it; short tries and more of
+        them (O(retries)) keep the application answering.
     type: int
-    default: 3000
+    default: 1000
   statement_timeout_ms:
     description: Longest time one statement of Alembic's may run; C(0) lets it run as long as it needs.
     type: int
@@ -96,7 +99,7 @@ options:
   retries:
     description: How many tries at most.
     type: int
-    default: 5
+    default: 10
   retry_delay:
     description: Seconds to wait after the first failed try; doubles after each further one.
     type: float
@@ -452,10 +455,10 @@ def main() -> None:
         alembic_executable=dict(type="path"),
         database_url_env=dict(type="str", default="DATABASE_URL"),
         extra_env=dict(type="dict", default={}),
-        lock_timeout_ms=dict(type="int", default=3000),
+        lock_timeout_ms=dict(type="int", default=1000),
         statement_timeout_ms=dict(type="int", default=0),
         idle_in_transaction_timeout_ms=dict(type="int", default=60000),
-        retries=dict(type="int", default=5),
+        retries=dict(type="int", default=10),
         retry_delay=dict(type="float", default=2.0),
         max_retry_delay=dict(type="float", default=30.0),
         monitor_table=dict(type="str", default="ml_features"),
