@@ -74,9 +74,50 @@ def test_progress_rate_and_eta() -> None:
     assert report['percent'] == 40.0 and report['rate'] == 200.0 and report['eta_seconds'] == 3.0
     done = m.progress_report(1000, 900, 0, 0.0, True)
     assert done['percent'] == 100.0 and done['eta_seconds'] == 0.0 and done['rows_estimated'] == 1000
-    assert '400 of ~1000 rows (40.0%), 200 rows/s, ETA 3 s' == m.describe_progress(report)
+    assert m.describe_progress(report) == '400 of ~1000 rows (40.0%), 200 rows/s, ETA 3 s'
 
 
 def test_shadow_columns_differ_by_direction() -> None:
     assert q.online_shadow_column('tokens', 'jsonb') != q.online_shadow_column('tokens', 'text[]')
     assert all(len(q.online_shadow_column('x' * 40, target)) <= 63 for target in q.ONLINE_TARGETS)
+
+
+class LagCursor:
+    """pg_stat_replication as the backfill reads it: one row per call, lag falling over time."""
+
+    def __init__(self, lags: list[float | None], replicas: int = 1) -> None:
+        self.lags, self.replicas, self.calls = list(lags), replicas, 0
+
+    def execute(self, statement: t.Any, params: t.Any = None) -> None:
+        self.calls += 1
+
+    def fetchone(self) -> dict[str, t.Any]:
+        return dict(replicas=self.replicas, lag_seconds=self.lags.pop(0))
+
+
+class Conn:
+    def rollback(self) -> None:
+        pass
+
+
+def conversion(max_lag: float) -> m.Conversion:
+    conv = m.Conversion.__new__(m.Conversion)
+    conv.p = dict(max_replica_lag=max_lag)
+    conv.result = {}
+    return conv
+
+
+def test_the_backfill_waits_while_a_replica_lags(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(m.time, 'sleep', slept.append)
+    cur = LagCursor([25.0, 12.0, 3.0])
+    assert conversion(10).wait_for_replicas(cur, Conn()) == 2.0
+    assert slept == [1.0, 1.0] and cur.calls == 3
+
+
+@pytest.mark.parametrize('lags', [[None], [0.0]])
+def test_no_wait_without_a_visible_lag(monkeypatch: pytest.MonkeyPatch, lags: list[float | None]) -> None:
+    monkeypatch.setattr(m.time, 'sleep', lambda s: pytest.fail('slept'))
+    conv = conversion(10)
+    assert conv.wait_for_replicas(LagCursor(lags), Conn()) == 0.0
+    assert conv.result['replicas'] == dict(count=1, lag_seconds=lags[0])
