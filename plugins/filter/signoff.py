@@ -82,6 +82,12 @@ options:
             is a performance degradation.
         type: int
         default: 1000
+      latency:
+        description:
+          - The query latency before and after the migration, as the C(latency_comparison) filter judges it
+            (C(ok), C(summary)). Given, it decides C(No performance degradation observed); the lock waits stay as
+            evidence. Empty, the item is judged from the lock waits alone.
+        type: dict
       proof:
         description:
           - How the content was proven, rendered in the content item (post-migration validation, or rollback
@@ -163,8 +169,8 @@ RESTORE = 'Restored from backup (worst case)'
 
 # The inputs the sign-off reads; any other key is carried into the report as it is.
 INPUT_KEYS = ('kind', 'check_mode', 'preflight', 'backup', 'migration', 'validation', 'deploy', 'smoke', 'rollback',
-              'failure', 'restore_requested', 'lock_timeout_ms', 'proof', 'host', 'deployed_by', 'awx_job_id',
-              'date', 'finished', 'notes')
+              'failure', 'restore_requested', 'lock_timeout_ms', 'latency', 'proof', 'host', 'deployed_by',
+              'awx_job_id', 'date', 'finished', 'notes')
 
 Judged = tuple[str, str]  # (status, evidence)
 
@@ -357,7 +363,7 @@ def judge_phase_report(report: Mapping[str, t.Any], name: str, failure: Mapping[
     return SKIPPED, f'{name} phase not run'
 
 
-def judge_performance(migration: Mapping[str, t.Any], check_mode: bool, lock_timeout_ms: t.Any) -> Judged:
+def judge_lock_waits(migration: Mapping[str, t.Any], check_mode: bool, lock_timeout_ms: t.Any) -> Judged:
     waits = mapping(migration.get('lock_waits'))
     online = mapping(migration.get('online'))
     if not waits and online:
@@ -381,6 +387,17 @@ def judge_performance(migration: Mapping[str, t.Any], check_mode: bool, lock_tim
     if float(waits.get('longest_wait_seconds') or 0) <= budget:
         return PASS, evidence
     return FAIL, f'{evidence}; a session waited longer than the lock timeout plus 1 s ({budget:g}s)'
+
+
+def judge_performance(migration: Mapping[str, t.Any], check_mode: bool, lock_timeout_ms: t.Any,
+                      latency: Mapping[str, t.Any] | None = None) -> Judged:
+    """Measured query latency decides (p50/p95 before and after); the lock waits are its evidence too. Without a
+    latency reading, the lock waits alone."""
+    locks = judge_lock_waits(migration, check_mode, lock_timeout_ms)
+    if not latency or 'ok' not in latency:
+        return locks
+    evidence = 'query latency: {}; lock waits: {}'.format(text(latency.get('summary')), locks[1])
+    return (PASS if flag(latency.get('ok')) else FAIL), evidence
 
 
 def judge_rollback_plan(rollback: Mapping[str, t.Any]) -> Judged:
@@ -452,7 +469,8 @@ def signoff_items(inputs: Mapping[str, t.Any]) -> list[dict[str, str]]:
             (VALIDATION, judge_validation(records(inputs.get('validation')), preflight, failure, check_mode, proof)),
             (DEPLOY, judge_phase_report(deploy, 'deploy', failure, check_mode)),
             (SMOKE, judge_phase_report(smoke, 'smoke', failure, check_mode)),
-            (PERFORMANCE, judge_performance(migration, check_mode, inputs.get('lock_timeout_ms'))),
+            (PERFORMANCE, judge_performance(migration, check_mode, inputs.get('lock_timeout_ms'),
+                                            mapping(inputs.get('latency')))),
             (ROLLBACK_PLAN, judge_rollback_plan(rollback)),
         ]
     return [{'item': item, 'status': status, 'evidence': evidence} for item, (status, evidence) in judged]

@@ -916,3 +916,20 @@ def table_entries(entries: list[TocEntry], schema: str, table: str) -> list[TocE
 def toc_list_text(entries: list[TocEntry]) -> str:
     """A ``pg_restore --use-list`` file restoring exactly ``entries``."""
     return "".join(e.line + "\n" for e in entries)
+
+
+def without_triggers(entries: list[TocEntry], table: str, names: list[str] | tuple[str, ...]) -> tuple[
+        list[TocEntry], list[TocEntry]]:
+    """``entries`` (a table's, from ``table_entries``) split into those to restore and those left out: the
+    table's triggers named in ``names`` (TOC tag ``<table> <name>``) and whatever depends on one of them
+    (a comment on it), e.g. the write log's trigger, whose function a scratch database does not have."""
+    wanted = {f"{table} {name}" for name in names}
+    dropped = {e.dump_id for e in entries if e.desc == "TRIGGER" and e.tag in wanted}
+    changed = bool(dropped)
+    while changed:
+        changed = False
+        for entry in entries:
+            if entry.dump_id not in dropped and entry.deps & dropped:
+                dropped.add(entry.dump_id)
+                changed = True
+    return [e for e in entries if e.dump_id not in dropped], [e for e in entries if e.dump_id in dropped]

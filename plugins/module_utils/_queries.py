@@ -1590,3 +1590,75 @@ def online_probe_sql(schema: str, table: str, key: str, column: str, target: str
     return sql.SQL('SELECT count({}) AS n FROM (SELECT {} FROM {} ORDER BY {} LIMIT %(size)s) AS s').format(
         online_conversion_expr(target, history_schema, sql.Identifier(column)), sql.Identifier(column),
         sql.Identifier(schema, table), sql.Identifier(key))
+
+
+# ---------------------------------------------------------------------------------------------
+# Query latency (pg_query_latency): a representative, read-only query set, before and after a change
+# ---------------------------------------------------------------------------------------------
+
+# The runbook's containment query, a primary-key lookup and the backend's "recent rows" read, in the spelling
+# each column type needs. %(token)s and %(key)s are a token and a key read from the table itself.
+_LATENCY_QUERIES = {
+    'containment': {'text[]': 'SELECT count(*) FROM {rel} WHERE {col} @> ARRAY[%(token)s]::text[]',
+                    'jsonb': 'SELECT count(*) FROM {rel} WHERE {col} @> pg_catalog.jsonb_build_array(%(token)s::text)'},
+    'key_lookup': {'any': 'SELECT {col} FROM {rel} WHERE {key} = %(key)s'},
+    'recent_rows': {'any': 'SELECT {key}, {col} FROM {rel} ORDER BY {key} DESC LIMIT 50'},
+}
+LATENCY_QUERY_NAMES = tuple(_LATENCY_QUERIES)
+# A token and a key that exist, whatever the column's type.
+LATENCY_SAMPLE_SQL = """
+SELECT (SELECT e FROM {rel} AS s, pg_catalog.jsonb_array_elements_text(pg_catalog.to_jsonb(s.{col})) AS e
+        WHERE s.{col} IS NOT NULL LIMIT 1) AS token,
+       (SELECT max({key}) FROM {rel}) AS key
+"""
+PG_STAT_STATEMENTS_PRESENT_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_stat_statements') AS present
+"""
+# The table's statements as pg_stat_statements counts them (cumulative: the caller compares two readings).
+PG_STAT_STATEMENTS_SQL = """
+SELECT queryid::text AS queryid, calls::bigint AS calls, total_exec_time::float AS total_ms,
+       left(query, 200) AS query
+FROM pg_stat_statements WHERE query ILIKE %(pattern)s AND dbid = (SELECT oid FROM pg_catalog.pg_database
+                                                                WHERE datname = pg_catalog.current_database())
+ORDER BY total_exec_time DESC LIMIT 20
+"""
+
+
+def latency_query_sql(name: str, column_type: str, schema: str, table: str, column: str, key: str) -> t.Any:
+    """One of the built-in queries, for the column's current type."""
+    spellings = _LATENCY_QUERIES[name]
+    text = spellings.get(column_type) or spellings.get('any')
+    if text is None:
+        raise ValueError(f'query {name} has no form for a {column_type} column')
+    return sql.SQL(text).format(rel=sql.Identifier(schema, table), col=sql.Identifier(column),
+                                key=sql.Identifier(key))
+
+
+def latency_sample_sql(schema: str, table: str, column: str, key: str) -> t.Any:
+    return sql.SQL(LATENCY_SAMPLE_SQL).format(rel=sql.Identifier(schema, table), col=sql.Identifier(column),
+                                              key=sql.Identifier(key))
+
+
+# ---------------------------------------------------------------------------------------------
+# Free space (pg_backup_archive, pg_rewrite_space): the size a backup archive or a table rewrite is estimated from
+# ---------------------------------------------------------------------------------------------
+
+# The table's size with its TOAST and indexes, summed over its partitions (a partitioned table has no storage of
+# its own): what an in-place ALTER ... TYPE writes anew and what a pg_dump archive is estimated from. Whether it
+# lives in a tablespace of its own (then the data directory's room says nothing). No row when it does not exist.
+TABLE_SPACE_SQL = """
+SELECT c.oid::bigint AS relid,
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(pg_catalog.pg_total_relation_size(p.relid)), 0)
+                  FROM pg_catalog.pg_partition_tree(c.oid) AS p)
+            ELSE pg_catalog.pg_total_relation_size(c.oid) END::bigint AS total_bytes,
+       c.reltablespace <> 0 AS own_tablespace
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND c.relkind IN ('r', 'p', 'm')
+"""
+# The whole database's size: what a scope=full archive is estimated from.
+DATABASE_SIZE_SQL = """
+SELECT pg_catalog.pg_database_size(pg_catalog.current_database())::bigint AS total_bytes,
+       pg_catalog.current_database()::text AS database
+"""

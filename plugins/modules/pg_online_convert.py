@@ -263,7 +263,6 @@ swap:
   type: dict
 '''
 
-import os  # noqa: E402
 import time  # noqa: E402
 import typing as t  # noqa: E402
 
@@ -282,7 +281,6 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     psycopg2,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
-    DATA_DIRECTORY_SQL,
     HISTORY_LOCK_SQL,
     KEY_COLUMN_SQL,
     LOCK_HOLDERS_SQL,
@@ -331,6 +329,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     version_rows_sql,
     version_update_sql,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._space import free_space  # noqa: E402
 
 # lock_not_available (lock_timeout), deadlock_detected: another try can succeed once the other session is gone.
 RETRYABLE_SQLSTATES = ('55P03', '40P01')
@@ -539,21 +538,6 @@ def read_index(cur: t.Any, schema: str, name: str | None) -> dict[str, t.Any] | 
     cur.execute(ONLINE_INDEX_SQL, dict(schema=schema, name=name))
     row = cur.fetchone()
     return dict(row) if row else None
-
-
-def free_space(cur: t.Any, table: dict[str, t.Any]) -> tuple[int | None, str]:
-    """Free bytes where the data directory lives, when this host sees it; else None and why not."""
-    if table['own_tablespace']:
-        return None, 'the table lives in a tablespace of its own; check its free space by hand'
-    cur.execute(DATA_DIRECTORY_SQL)
-    path = cur.fetchone()['data_directory']
-    if not path:
-        return None, 'the role may not read data_directory (pg_read_all_settings)'
-    try:
-        stat = os.statvfs(path)
-    except OSError:
-        return None, f'the data directory {path} is not visible from this host'
-    return stat.f_bavail * stat.f_frsize, f'free on the file system of {path}'
 
 
 def current_revision(cur: t.Any, version_table: str) -> str | None:
