@@ -2,6 +2,8 @@
 
 Seeds a database of its own (``ledgermind_bench`` on the local stack, or on $DATABASE_URL's
 server, loopback only), times the runbook's bare commands and our playbooks' phases at each size,
+our playbooks both in place and online (``--online migrate`` leaves out the online rollback,
+``--online off`` the online conversion),
 and writes results/bench.json, results/bench.md and results/bench.png; prints the Markdown.
 Numbers are measured, never judged here: the targets table says which are met.
 """
@@ -21,6 +23,7 @@ from . import report, runner
 from .env import REPO, BenchError, database_url, machine
 
 DEFAULT_SIZES = (10_000, 1_000_000)
+ONLINE_CHOICES = ("full", "migrate", "off")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,6 +37,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--probe-interval-ms", type=int, default=30,
                         help="pause between the writer probe's UPDATEs (default 30)")
     parser.add_argument("--keep-work", action="store_true", help="keep dumps, backups and reports under OUT/work")
+    parser.add_argument("--online", choices=ONLINE_CHOICES, default="full",
+                        help="our playbooks with ledgermind_conversion=online too: full (migrate and rollback, the "
+                             "default), migrate (the migrate only) or off")
+    parser.add_argument("--online-batch-size", type=int, default=None,
+                        help="rows per online backfill batch (default: the roles' ledgermind_online_batch_size)")
+    parser.add_argument("--idle-seconds", type=float, default=5.0,
+                        help="how long the writer probe runs alone before our playbooks, the throughput baseline "
+                             "(default 5)")
     args = parser.parse_args(argv)
     try:
         args.sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()})
@@ -47,6 +58,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--reps must be at least 1")
     if not 5 <= args.probe_interval_ms <= 1000:
         parser.error("--probe-interval-ms must be between 5 and 1000")
+    if args.online_batch_size is not None and args.online_batch_size < 1:
+        parser.error("--online-batch-size must be at least 1")
+    if not 0.2 <= args.idle_seconds <= 600:
+        parser.error("--idle-seconds must be between 0.2 and 600")
     return args
 
 
@@ -56,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     result: dict = {
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "reps": args.reps,
+        "online": args.online,
+        "online_batch_size": args.online_batch_size,
+        "probe_interval_ms": args.probe_interval_ms,
+        "idle_seconds": args.idle_seconds,
         "database": args.db,
         "machine": machine(url),
         "sizes": {},
@@ -65,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     clock = time.perf_counter()
     summaries: dict[int, dict] = {}
     for rows in args.sizes:
-        reps = runner.run_size(url, args.db, rows, args.reps, work, args.probe_interval_ms / 1000, args.keep_work)
+        reps = runner.run_size(url, args.db, rows, args.reps, work, args.probe_interval_ms / 1000, args.keep_work,
+                               online=args.online, idle_seconds=args.idle_seconds, batch_size=args.online_batch_size)
         summaries[rows] = report.summarize_size(reps)
         result["sizes"][str(rows)] = summaries[rows]
         result["raw"][str(rows)] = reps

@@ -50,8 +50,8 @@ def run(argv: list[str] | str, *, env: dict[str, str], cwd: Path = REPO, shell: 
         check: bool = True, what: str = "") -> Timed:
     """Run and time a command (wall clock); raise BenchError on a non-zero exit when ``check``."""
     started = time.perf_counter()
-    proc = subprocess.run(argv if not shell else ["bash", "-c", argv], cwd=cwd, env=env, text=True,
-                          capture_output=True, check=False)
+    command = ["bash", "-c", argv] if shell and isinstance(argv, str) else argv
+    proc = subprocess.run(command, cwd=cwd, env=env, text=True, capture_output=True, check=False)
     seconds = time.perf_counter() - started
     if check and proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
@@ -112,7 +112,7 @@ def _first_line(path: str, prefix: str, sep: str = ":") -> str:
 
 def machine(url: str) -> dict:
     """What the numbers came from."""
-    info = {
+    info: dict[str, object] = {
         "cpu": _first_line("/proc/cpuinfo", "model name") or platform.processor(),
         "cores": os.cpu_count(),
         "memory_gib": round(int((_first_line("/proc/meminfo", "MemTotal") or "0 kB").split()[0]) / 2**20, 1),

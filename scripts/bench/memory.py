@@ -78,7 +78,7 @@ class ModuleMemory:
 
     def sample(self) -> None:
         children = _children_map()
-        stack = [(self.root_pid, None)]
+        stack: list[tuple[int, str | None]] = [(self.root_pid, None)]
         while stack:
             pid, module = stack.pop()
             for child in children.get(pid, []):

@@ -4,12 +4,19 @@ Each task's duration is attributed to a phase by the role it belongs to (the jso
 role tasks ``<role fqcn> : <task>``); what no task accounts for (interpreter start-up, playbook
 parsing, the run record, gaps between tasks) is ``overhead``. The deploy and smoke phases
 (issue 4) are skipped whether or not the playbooks have them yet: ``--skip-tags deploy,smoke``.
+
+The conversion is always chosen explicitly (``-e ledgermind_conversion=in_place|online``): left to
+``auto`` it would switch to online from 100,000 rows and the in-place figures would silently change.
+Tasks of a role that other roles include (``online_conversion``) count where the including role's
+do (the choice, ``tasks/choose.yml``), except the conversion itself (plan, expand, backfill, index,
+verify, swap, remove), which is the migration's or the downgrade's.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import re
 import subprocess
 import time
 from datetime import datetime
@@ -43,6 +50,13 @@ def _ts(text: str) -> float:
 # alembic_migrate itself since 8ac13d4).
 ROLLBACK_ACTIONS = {"alembic_migrate": "rollback_downgrade"}
 
+CONVERSIONS = ("in_place", "online")
+HELPER_ROLES = {"online_conversion"}
+# Files of a helper role whose tasks belong to whichever role included them.
+HELPER_INHERITS = ("/choose.yml",)
+# The online conversion's own steps, from pg_online_convert's phase argument.
+ONLINE_STEPS = ["plan", "expand", "backfill", "index", "verify", "swap", "remove"]
+
 
 def _action(entry: dict) -> str:
     for result in entry.get("hosts", {}).values():
@@ -51,35 +65,104 @@ def _action(entry: dict) -> str:
     return ""
 
 
-def task_phases(callback: dict, roles: dict[str, str],
-                actions: dict[str, str] | None = None) -> tuple[dict[str, float], list[dict]]:
-    """Seconds per phase (tasks of unknown roles go to ``overhead``) and the per-task list."""
+def _module_phase(entry: dict) -> str:
+    for result in entry.get("hosts", {}).values():
+        phase = ((result.get("invocation") or {}).get("module_args") or {}).get("phase")
+        if phase:
+            return str(phase)
+    return ""
+
+
+def _role(task: dict) -> str:
+    """The role a task belongs to: named ``<role fqcn> : <task>`` by the callback, or else (an include_role task,
+    which the callback names without its role) the role whose task file holds it."""
+    if " : " in task["name"]:
+        return task["name"].split(" : ", 1)[0].rsplit(".", 1)[-1]
+    found = re.search(r"/roles/([^/]+)/tasks/", str(task.get("path", "")))
+    return found.group(1) if found else ""
+
+
+def _converts(task: dict) -> bool:
+    """A task of the conversion itself: in a helper role's own task files, other than the choice. (Its argument
+    check, "Validating arguments against arg spec", runs from the including file and counts with the includer.)"""
+    path = str(task.get("path", "")).rsplit(":", 1)[0]
+    return f"/roles/{_role(task)}/tasks/" in path and not path.endswith(HELPER_INHERITS)
+
+
+def _seconds(task: dict) -> float:
+    return _ts(task["duration"]["end"]) - _ts(task["duration"]["start"])
+
+
+def task_phases(callback: dict, roles: dict[str, str], actions: dict[str, str] | None = None,
+                conversion: str | None = None) -> tuple[dict[str, float], list[dict]]:
+    """Seconds per phase (tasks of unknown roles go to ``overhead``) and the per-task list.
+
+    ``conversion``: the phase of the online conversion's own tasks (see HELPER_ROLES); without it
+    a helper role's tasks all count where the including role's do.
+    """
     phases: dict[str, float] = {}
     tasks: list[dict] = []
+    previous = "overhead"
     for play in callback.get("plays", []):
         for entry in play.get("tasks", []):
             task = entry["task"]
-            seconds = _ts(task["duration"]["end"]) - _ts(task["duration"]["start"])
-            role = task["name"].split(" : ", 1)[0].rsplit(".", 1)[-1] if " : " in task["name"] else ""
-            phase = (actions or {}).get(_action(entry)) or roles.get(role, "overhead")
+            seconds = _seconds(task)
+            role = _role(task)
+            if role in HELPER_ROLES:
+                phase = conversion if conversion and _converts(task) else previous
+            else:
+                phase = (actions or {}).get(_action(entry)) or roles.get(role, "overhead")
+            previous = phase
             phases[phase] = phases.get(phase, 0.0) + seconds
             tasks.append({"phase": phase, "task": task["name"], "seconds": round(seconds, 4)})
     return phases, tasks
+
+
+def online_steps(callback: dict) -> dict:
+    """The online conversion's own steps (seconds per pg_online_convert phase; the debug and include tasks
+    between them count with the step before), the backfill's last progress, the swap's tries."""
+    steps: dict[str, float] = {}
+    found: dict = {"steps": steps, "backfill_slices": 0, "progress": {}, "swap": {}, "verify": {}}
+    step = ""
+    for play in callback.get("plays", []):
+        for entry in play.get("tasks", []):
+            task = entry["task"]
+            if _role(task) not in HELPER_ROLES or not _converts(task):
+                step = ""
+                continue
+            phase = _module_phase(entry) if _action(entry) == "pg_online_convert" else ""
+            step = phase if phase in ONLINE_STEPS else step or "other"
+            steps[step] = round(steps.get(step, 0.0) + _seconds(task), 4)
+            for result in entry.get("hosts", {}).values():
+                if phase == "backfill" and not result.get("skipped"):
+                    found["backfill_slices"] += 1
+                    found["progress"] = result.get("progress") or found["progress"]
+                elif phase in ("swap", "verify") and result.get(phase):
+                    found[phase] = result[phase]
+    return found
 
 
 def failures(callback: dict) -> int:
     return sum(int(h.get("failures", 0)) + int(h.get("unreachable", 0)) for h in callback.get("stats", {}).values())
 
 
-def run_playbook(kind: str, url: str, workdir: Path, *, memory: bool = True) -> dict:
-    """Run migrate_tokens.yml or rollback_tokens.yml; phases, wall time, the sign-off, module peaks."""
+def run_playbook(kind: str, url: str, workdir: Path, *, memory: bool = True, conversion: str = "in_place",
+                 batch_size: int | None = None) -> dict:
+    """Run migrate_tokens.yml or rollback_tokens.yml; phases, wall time, the sign-off, module peaks.
+
+    ``conversion``: in_place or online (never auto, see the module's docstring); ``batch_size``: the online
+    backfill's rows per batch (the roles' default when None)."""
+    if conversion not in CONVERSIONS:
+        raise BenchError(f"conversion must be one of {', '.join(CONVERSIONS)}, not {conversion!r}")
     playbook = REPO / "playbooks" / f"{kind}_tokens.yml"
     env = base_env(url)
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     backups, reports = workdir / "backups", workdir / "reports"
     argv = [str(VENV_BIN / "ansible-playbook"), str(playbook), "-i", str(REPO / "inventories" / "local"),
-            "--skip-tags", SKIP_TAGS,
+            "--skip-tags", SKIP_TAGS, "-e", f"ledgermind_conversion={conversion}",
             "-e", f"ledgermind_backup_dir={backups}", "-e", f"ledgermind_report_dir={reports}"]
+    if batch_size:
+        argv += ["-e", f"ledgermind_online_batch_size={int(batch_size)}"]
     if kind == "rollback":
         # What a CLI run has (no AWX set_stats): the rollback falls back to the newest backup in the
         # directory. Set empty rather than left undefined, which migration_rollback's defaults (as of
@@ -95,6 +178,9 @@ def run_playbook(kind: str, url: str, workdir: Path, *, memory: bool = True) -> 
         out, err = proc.communicate()
         peaks = {"module": {}, "children": {}}
     wall = time.perf_counter() - started
+    # Kept with the run's backups and reports (removed with them unless --keep-work): phases can be re-derived.
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / f"{kind}-{conversion}.callback.json").write_text(out, encoding="utf-8")
     try:
         callback = json.loads(out)
     except ValueError:
@@ -104,13 +190,14 @@ def run_playbook(kind: str, url: str, workdir: Path, *, memory: bool = True) -> 
         raise BenchError(f"{playbook.name} failed (rc={proc.returncode}): "
                          f"{_failure_message(callback) or err.strip()[-400:]}")
     if kind == "migrate":
-        phases, tasks = task_phases(callback, MIGRATE_ROLES)
+        phases, tasks = task_phases(callback, MIGRATE_ROLES, conversion="migrate")
     else:
-        phases, tasks = task_phases(callback, ROLLBACK_ROLES, ROLLBACK_ACTIONS)
+        phases, tasks = task_phases(callback, ROLLBACK_ROLES, ROLLBACK_ACTIONS, conversion="rollback_downgrade")
     phases["overhead"] = phases.get("overhead", 0.0) + max(0.0, wall - sum(phases.values()))
     if kind == "rollback":
         phases["rollback_overhead"] = phases.pop("overhead")
-    return {"wall": wall, "phases": phases, "tasks": tasks, "signoff": _signoff(reports, kind), "memory": peaks}
+    return {"wall": wall, "phases": phases, "tasks": tasks, "signoff": _signoff(reports, kind), "memory": peaks,
+            "conversion": conversion, "online": online_steps(callback)}
 
 
 def _failure_message(callback: dict) -> str:

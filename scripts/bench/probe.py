@@ -3,6 +3,9 @@
 It updates ``amount`` (not ``tokens``), so the content fingerprint the playbooks compare does not
 change, yet each UPDATE needs the ROW EXCLUSIVE table lock that the migration's ALTER TABLE
 (ACCESS EXCLUSIVE) blocks. The longest UPDATE is the longest time a writer was blocked.
+Its throughput (UPDATEs per second over the time it ran) compared with the same probe on an idle
+table (``idle``) says how much of the writer's work the run cost: a paced writer, so 1.0 is
+"as if nothing ran" and every blocked or slowed UPDATE lowers it.
 Bounded in count and time, loopback only (the URL comes from ``env.database_url``).
 """
 
@@ -28,6 +31,7 @@ class WriterProbe:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = 0.0
+        self._ended = 0.0
 
     def __enter__(self) -> WriterProbe:
         self.start()
@@ -73,6 +77,7 @@ class WriterProbe:
                     key = low if key >= high else key + 1
                     self._stop.wait(max(0.0, self.interval))
         finally:
+            self._ended = time.perf_counter()
             conn.close()
 
     def stop(self) -> None:
@@ -82,6 +87,7 @@ class WriterProbe:
 
     def summary(self) -> dict:
         lat = sorted(self.latencies)
+        elapsed = max(0.0, (self._ended or time.perf_counter()) - self._started) if self._started else 0.0
         return {
             "updates": len(lat),
             "errors": len(self.errors),
@@ -89,6 +95,16 @@ class WriterProbe:
             "max_blocked_ms": round(lat[-1] * 1000, 1) if lat else None,
             "max_blocked_at_s": round(self._worst_at, 2),
             "p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
+            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2) if lat else None,
+            "elapsed_s": round(elapsed, 3),
+            "per_second": round(len(lat) / elapsed, 2) if lat and elapsed > 0 else None,
             "over_100ms": sum(1 for x in lat if x > 0.1),
             "interval_ms": round(self.interval * 1000),
         }
+
+
+def idle(url: str, seconds: float, interval: float = 0.03) -> dict:
+    """The probe alone for ``seconds`` on a table nothing else works on: the throughput a run is compared with."""
+    with WriterProbe(url, interval=interval) as probe:
+        time.sleep(max(0.0, seconds))
+    return probe.summary()

@@ -17,6 +17,13 @@ LABELS = {
     "rollback_overhead": "rollback: ansible overhead",
 }
 MEMORY_LIMIT_MIB = 100.0
+# Issue 10: the online conversion's targets.
+ONLINE_BLOCK_LIMIT_MS = 500.0
+ONLINE_TIME_RATIO_LIMIT = 3.0
+# mode -> (the key of its playbook results in a repetition, the suffix of its probes' keys)
+MODES = {"in_place": ("ours", "ours"), "online": ("online", "online")}
+MODE_LABELS = {"in_place": "in place", "online": "online"}
+ONLINE_STEPS = ["plan", "expand", "backfill", "index", "verify", "swap", "other"]
 
 
 def median(values: list) -> float | None:
@@ -86,8 +93,73 @@ def summarize_size(reps: list[dict]) -> dict:
             mib = r[f"scan_{state}"]["integrity_peak_mib"]
             if mib is not None:
                 memory["module"]["pg_jsonb_integrity"] = max(memory["module"].get("pg_jsonb_integrity", 0.0), mib)
-    return {"phases": phases, "totals": totals, "backup": backup, "probe": probe, "scan": scans, "memory": memory,
-            "migration_duration_seconds": _r(median([r["ours"]["migration_duration_seconds"] for r in reps]))}
+    summary = {"phases": phases, "totals": totals, "backup": backup, "probe": probe, "scan": scans, "memory": memory,
+               "migration_duration_seconds": _r(median([r["ours"]["migration_duration_seconds"] for r in reps]))}
+    online = summarize_online(reps)
+    if online is not None:
+        summary["online"] = online
+    return summary
+
+
+def _writer(reps: list[dict], run_key: str, idle_key: str) -> dict:
+    """The probe during one run of every repetition: longest block (median and worst), throughput against idle."""
+    runs = [r.get(run_key) or {} for r in reps]
+    blocked = [p.get("max_blocked_ms") for p in runs]
+    ratios = []
+    for r, p in zip(reps, runs, strict=True):
+        idle = (r.get(idle_key) or {}).get("per_second")
+        ratios.append(round(p["per_second"] / idle, 3) if p.get("per_second") is not None and idle else None)
+    # (A run left out, e.g. --online migrate's rollback, has no probe: its figures are None.)
+    return {"max_blocked_ms_median": _r(median(blocked), 1),
+            "max_blocked_ms_worst": max((v for v in blocked if v is not None), default=None),
+            "p99_ms_median": _r(median([p.get("p99_ms") for p in runs]), 2),
+            "per_second": _r(median([p.get("per_second") for p in runs]), 2),
+            "vs_idle": _r(median(ratios), 3),
+            "updates": sum(p.get("updates", 0) for p in runs),
+            "errors": sum(p.get("errors", 0) for p in runs)}
+
+
+def summarize_online(reps: list[dict]) -> dict | None:
+    """In place against online (our playbooks both), per mode; None when the online runs were left out."""
+    if not reps or not all("online" in r for r in reps):
+        return None
+    modes: dict[str, dict] = {}
+    for mode, (key, probe) in MODES.items():
+        idle_key = f"probe_idle_{probe}"
+        modes[mode] = {
+            "migrate_whole": _r(median([r[key]["migrate_wall"] for r in reps])),
+            "rollback_whole": _r(median([r[key].get("rollback_wall") for r in reps])),
+            "conversion_migrate": _r(median([r[key]["phases"].get("migrate") for r in reps])),
+            "conversion_rollback": _r(median([r[key]["phases"].get("rollback_downgrade") for r in reps])),
+            "idle_per_second": _r(median([(r.get(idle_key) or {}).get("per_second") for r in reps]), 2),
+            "writer_migrate": _writer(reps, f"probe_{probe}_migrate", idle_key),
+            "writer_rollback": _writer(reps, f"probe_{probe}_rollback", idle_key),
+            "verdicts": [[r[key].get("migrate_verdict"), r[key].get("rollback_verdict")] for r in reps],
+        }
+    on, ip = modes["online"], modes["in_place"]
+    ratios = {name: ratio(on[name], ip[name])
+              for name in ("migrate_whole", "rollback_whole", "conversion_migrate", "conversion_rollback")}
+    steps = {}
+    for run in ("migrate", "rollback"):
+        found = [r["online"].get(f"{run}_steps") or {} for r in reps]
+        seconds = [f.get("steps") or {} for f in found]
+        tries = [(f.get("swap") or {}).get("tries") for f in found]
+        steps[run] = {
+            "seconds": {step: _r(median([s.get(step) for s in seconds]))
+                        for step in ONLINE_STEPS if any(step in s for s in seconds)},
+            "swap_tries_max": max((int(t) for t in tries if t is not None), default=None),
+            "backfill_slices": median([f.get("backfill_slices") for f in found]),
+            "backfill_rate": _r(median([(f.get("progress") or {}).get("rate") for f in found]), 1),
+        }
+    last = reps[-1]["online"]
+    memory: dict[str, float] = {}
+    for r in reps:
+        for name, mib in r["online"]["memory"].get("module", {}).items():
+            memory[name] = max(memory.get(name, 0.0), mib)
+    phases = {phase: _r(median([r["online"]["phases"].get(phase, 0.0) for r in reps])) for phase in PHASES}
+    return {"modes": modes, "ratio": ratios, "steps": steps, "phases": phases, "batch_size": last.get("batch_size"),
+            "state_after_migrate": last.get("state_after_migrate"),
+            "state_after_rollback": last.get("state_after_rollback"), "memory": memory}
 
 
 def _pair(reps: list[dict], key: str) -> dict:
@@ -120,6 +192,16 @@ def targets(sizes: dict[int, dict]) -> list[dict]:
         add("module peak memory (largest module)", at, peak, MEMORY_LIMIT_MIB, "MiB")
     add("verified backup / plain dump time", big, s["backup"]["time_ratio"], 1.5, "x")
     add("plain dump / verified backup size", big, s["backup"]["smaller_by"], 3.0, "x", higher_is_better=True)
+    online = s.get("online")
+    if online:
+        # The worst repetition: "the longest a writer is blocked" is a bound, not a typical value.
+        modes = online["modes"]["online"]
+        add("online: writer's longest block, migrating (worst rep)", big,
+            modes["writer_migrate"]["max_blocked_ms_worst"], ONLINE_BLOCK_LIMIT_MS, "ms")
+        add("online: writer's longest block, rolling back (worst rep)", big,
+            modes["writer_rollback"]["max_blocked_ms_worst"], ONLINE_BLOCK_LIMIT_MS, "ms")
+        add("online / in place, whole migrate", big, online["ratio"]["migrate_whole"], ONLINE_TIME_RATIO_LIMIT, "x")
+        add("online / in place, whole rollback", big, online["ratio"]["rollback_whole"], ONLINE_TIME_RATIO_LIMIT, "x")
     return out
 
 
@@ -183,6 +265,7 @@ def markdown(result: dict) -> str:
             f"| {_fmt(sc['text']['integrity_seconds'], 3)} / {_fmt(sc['jsonb']['integrity_seconds'], 3)} s "
             f"({_fmt(sc['text']['ratio'])}x / {_fmt(sc['jsonb']['ratio'])}x) "
             f"| {_fmt(peak[1], 1)} MiB ({peak[0]}) |")
+    lines += online_markdown(sizes)
     lines += ["", "#### Targets (measured, not asserted)", "", "| target | rows | measured | limit | met |",
               "|---|---:|---:|---:|:---:|"]
     for t in result["targets"]:
@@ -190,6 +273,48 @@ def markdown(result: dict) -> str:
         met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
         lines.append(f"| {t['target']} | {t['rows']:,} | {_fmt(t['measured'])} {t['unit']} | {limit} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def _ms(value) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
+def online_markdown(sizes: dict) -> list[str]:
+    """The in-place and online runs of our playbooks side by side, and the online conversion's steps."""
+    with_online = [rows for rows in sorted(sizes, key=int) if sizes[rows].get("online")]
+    if not with_online:
+        return []
+    lines = ["", "#### Online conversion against in place (our playbooks, same writer probe)", "",
+             "| rows | mode | migrate total (s) | rollback total (s) | writer longest block, migrating (ms) "
+             "| writer longest block, rolling back (ms) | writer throughput vs idle, migrating / rolling back "
+             "| online / in place, migrate / rollback |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for rows in with_online:
+        o = sizes[rows]["online"]
+        for mode, m in o["modes"].items():
+            wm, wr = m["writer_migrate"], m["writer_rollback"]
+            vs = (f"{_fmt(o['ratio']['migrate_whole'])}x / {_fmt(o['ratio']['rollback_whole'])}x"
+                  if mode == "online" else "1 / 1")
+            lines.append(
+                f"| {int(rows):,} | {MODE_LABELS[mode]} | {_fmt(m['migrate_whole'])} | {_fmt(m['rollback_whole'])} "
+                f"| {_ms(wm['max_blocked_ms_median'])} (worst {_ms(wm['max_blocked_ms_worst'])}) "
+                f"| {_ms(wr['max_blocked_ms_median'])} (worst {_ms(wr['max_blocked_ms_worst'])}) "
+                f"| {_fmt(wm['vs_idle'])} / {_fmt(wr['vs_idle'])} (idle {_fmt(m['idle_per_second'], 1)}/s) "
+                f"| {vs} |")
+    lines += ["", "Online conversion steps (s, median; the conversion phase of the table above):", "",
+              "| rows | run | conversion phase (s) | in place (s) | " + " | ".join(ONLINE_STEPS)
+              + " | swap tries (max) | backfill rows/s |",
+              "|---:|---|---:|---:|" + "---:|" * len(ONLINE_STEPS) + "---:|---:|"]
+    for rows in with_online:
+        o = sizes[rows]["online"]
+        for run in ("migrate", "rollback"):
+            st = o["steps"][run]
+            lines.append(
+                f"| {int(rows):,} | {run} | {_fmt(o['modes']['online'][f'conversion_{run}'])} "
+                f"| {_fmt(o['modes']['in_place'][f'conversion_{run}'])} | "
+                + " | ".join(_fmt(st["seconds"].get(step)) for step in ONLINE_STEPS)
+                + f" | {_fmt(st['swap_tries_max'])} | {_fmt(st['backfill_rate'], 0)} |")
+    return lines
 
 
 def chart(result: dict, path: Path) -> None:
@@ -205,8 +330,16 @@ def chart(result: dict, path: Path) -> None:
         xs = range(len(PHASES))
         bare = [s[p]["bare"] or 0.0 for p in PHASES]
         ours = [s[p]["ours"] or 0.0 for p in PHASES]
-        ax.bar([x - 0.2 for x in xs], bare, width=0.4, label="bare runbook", color="#9aa5b1")
-        ax.bar([x + 0.2 for x in xs], ours, width=0.4, label="ledgermind.migrations", color="#2b6cb0")
+        online = (result["sizes"][rows].get("online") or {}).get("phases")
+        if online:
+            width = 0.27
+            ax.bar([x - width for x in xs], bare, width=width, label="bare runbook", color="#9aa5b1")
+            ax.bar(list(xs), ours, width=width, label="ours, in place", color="#2b6cb0")
+            ax.bar([x + width for x in xs], [online.get(p) or 0.0 for p in PHASES], width=width,
+                   label="ours, online", color="#dd6b20")
+        else:
+            ax.bar([x - 0.2 for x in xs], bare, width=0.4, label="bare runbook", color="#9aa5b1")
+            ax.bar([x + 0.2 for x in xs], ours, width=0.4, label="ledgermind.migrations", color="#2b6cb0")
         ax.set_xticks(list(xs))
         ax.set_xticklabels([LABELS[p].replace("rollback: ", "rb: ").replace("ansible ", "") for p in PHASES],
                            rotation=40, ha="right", fontsize=8)

@@ -3,8 +3,11 @@
 One repetition at one size:
   reset -> count(*)/integrity scans on text[] -> the runbook's migrate steps (probe running)
         -> the runbook's rollback steps (probe running)
-  reset -> our migrate playbook (probe running, module memory watched) -> scans on jsonb
-        -> our rollback playbook (probe running)
+  reset -> the probe alone on the idle table -> our migrate playbook, in place (probe running,
+        module memory watched) -> scans on jsonb -> our rollback playbook, in place (probe running)
+  reset -> the probe alone on the idle table -> our migrate playbook, online (probe running)
+        -> the column's catalog state -> our rollback playbook, online (probe running)
+        -> the column's catalog state       (online="migrate": not the rollback; "off": none of it)
 Dumps, backups and reports of a repetition live in ``work/`` and are removed after it, unless kept.
 """
 
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from . import bare, ours, scan
 from .env import reset
-from .probe import WriterProbe
+from .probe import WriterProbe, idle
 
 
 def log(msg: str) -> None:
@@ -30,7 +33,8 @@ def _with_probe(url: str, interval: float, fn, *args, **kwargs):
     return result, probe.summary()
 
 
-def one_repetition(url: str, db: str, rows: int, work: Path, probe_interval: float) -> dict:
+def one_repetition(url: str, db: str, rows: int, work: Path, probe_interval: float, *, online: str = "full",
+                   idle_seconds: float = 5.0, batch_size: int | None = None) -> dict:
     rep: dict = {"rows": rows}
     rep["reset_seconds"] = reset(db, rows)
     rep["scan_text"] = scan.measure(url)
@@ -45,10 +49,13 @@ def one_repetition(url: str, db: str, rows: int, work: Path, probe_interval: flo
                    "dump_bytes": migrate["dump_bytes"]}
 
     reset(db, rows)
-    log(f"{rows} rows: our playbooks")
-    mig, rep["probe_ours_migrate"] = _with_probe(url, probe_interval, ours.run_playbook, "migrate", url, work / "ours")
+    rep["probe_idle_ours"] = idle(url, idle_seconds, probe_interval)
+    log(f"{rows} rows: our playbooks, in place")
+    mig, rep["probe_ours_migrate"] = _with_probe(url, probe_interval, ours.run_playbook, "migrate", url, work / "ours",
+                                                 conversion="in_place")
     rep["scan_jsonb"] = scan.measure(url)
-    rb, rep["probe_ours_rollback"] = _with_probe(url, probe_interval, ours.run_playbook, "rollback", url, work / "ours")
+    rb, rep["probe_ours_rollback"] = _with_probe(url, probe_interval, ours.run_playbook, "rollback", url, work / "ours",
+                                                 conversion="in_place")
     backup = mig["signoff"].get("backup") or {}
     rep["ours"] = {
         "phases": {**mig["phases"], **rb["phases"]},
@@ -63,7 +70,41 @@ def one_repetition(url: str, db: str, rows: int, work: Path, probe_interval: flo
         "lock_waits": mig["signoff"].get("lock_waits") or {},
         "memory": _merge_peaks(mig["memory"], rb["memory"]),
     }
+    if online in ("full", "migrate"):
+        rep["online"] = online_repetition(rep, url, db, rows, work, probe_interval, idle_seconds, batch_size,
+                                          rollback=online == "full")
     return rep
+
+
+def online_repetition(rep: dict, url: str, db: str, rows: int, work: Path, probe_interval: float,
+                      idle_seconds: float, batch_size: int | None, rollback: bool = True) -> dict:
+    """Our playbooks with ``ledgermind_conversion=online``, from a fresh seed, the same probe running.
+    Without ``rollback`` the table stays migrated (the next repetition or size seeds it afresh)."""
+    reset(db, rows)
+    rep["probe_idle_online"] = idle(url, idle_seconds, probe_interval)
+    log(f"{rows} rows: our playbooks, online")
+    kwargs = {"conversion": "online", "batch_size": batch_size}
+    mig, rep["probe_online_migrate"] = _with_probe(url, probe_interval, ours.run_playbook, "migrate", url,
+                                                   work / "online", **kwargs)
+    state_migrated = scan.column_state(url)
+    rb: dict = {"phases": {}, "wall": None, "tasks": [], "online": {}, "signoff": {}, "memory": {}}
+    if rollback:
+        rb, rep["probe_online_rollback"] = _with_probe(url, probe_interval, ours.run_playbook, "rollback", url,
+                                                       work / "online", **kwargs)
+    return {
+        "phases": {**mig["phases"], **rb["phases"]},
+        "migrate_wall": mig["wall"],
+        "rollback_wall": rb["wall"],
+        "tasks": mig["tasks"] + rb["tasks"],
+        "batch_size": batch_size,
+        "migrate_steps": mig["online"],
+        "rollback_steps": rb["online"],
+        "migrate_verdict": mig["signoff"].get("verdict"),
+        "rollback_verdict": rb["signoff"].get("verdict"),
+        "state_after_migrate": state_migrated,
+        "state_after_rollback": scan.column_state(url) if rollback else None,
+        "memory": _merge_peaks(mig["memory"], rb["memory"]),
+    }
 
 
 def _int(value) -> int | None:
@@ -89,13 +130,15 @@ def _merge_peaks(*peaks: dict) -> dict:
     return merged
 
 
-def run_size(url: str, db: str, rows: int, reps: int, work: Path, probe_interval: float, keep: bool) -> list[dict]:
+def run_size(url: str, db: str, rows: int, reps: int, work: Path, probe_interval: float, keep: bool, *,
+             online: str = "full", idle_seconds: float = 5.0, batch_size: int | None = None) -> list[dict]:
     results = []
     for i in range(reps):
         log(f"{rows} rows: repetition {i + 1}/{reps}")
         rep_dir = work / f"{rows}-{i + 1}"
         try:
-            results.append(one_repetition(url, db, rows, rep_dir, probe_interval))
+            results.append(one_repetition(url, db, rows, rep_dir, probe_interval, online=online,
+                                          idle_seconds=idle_seconds, batch_size=batch_size))
         finally:
             if not keep:
                 shutil.rmtree(rep_dir, ignore_errors=True)

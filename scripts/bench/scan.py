@@ -81,3 +81,31 @@ def measure(url: str) -> dict:
         "integrity_module_wall_seconds": module["wall_seconds"],
         "integrity_peak_mib": module["peak_mib"],
     }
+
+
+COLUMN_STATE_SQL = """SELECT
+    (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+      WHERE a.attrelid = 'ml_features'::regclass AND a.attname = 'tokens' AND NOT a.attisdropped),
+    (SELECT a.attnum = max(b.attnum) FROM pg_attribute a JOIN pg_attribute b ON b.attrelid = a.attrelid
+      AND b.attnum > 0 AND NOT b.attisdropped
+      WHERE a.attrelid = 'ml_features'::regclass AND a.attname = 'tokens' AND NOT a.attisdropped GROUP BY a.attnum),
+    (SELECT count(*) FROM pg_indexes WHERE tablename = 'ml_features' AND indexname = 'ix_ml_features_tokens_gin'),
+    (SELECT array_agg(attname::text ORDER BY attname) FROM pg_attribute
+      WHERE attrelid = 'ml_features'::regclass AND attnum > 0 AND NOT attisdropped AND attname LIKE 'tokens\\_\\_%'),
+    (SELECT array_agg(tgname::text ORDER BY tgname) FROM pg_trigger
+      WHERE tgrelid = 'ml_features'::regclass AND NOT tgisinternal),
+    (SELECT string_agg(version_num, ',') FROM alembic_version)"""
+
+
+def column_state(url: str) -> dict:
+    """The column after a run, from the catalog only: type, last or not, the GIN index, leftovers, revision."""
+    conn = psycopg2.connect(url, application_name="ledgermind-bench-scan")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(COLUMN_STATE_SQL)
+            column_type, last, index, shadows, triggers, revision = cur.fetchone()
+        conn.rollback()
+    finally:
+        conn.close()
+    return {"column_type": column_type, "column_is_last": bool(last), "gin_index": bool(index),
+            "shadow_columns": list(shadows or []), "triggers": list(triggers or []), "revision": revision}
