@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -82,7 +83,8 @@ def test_online_migrate_and_rollback_under_live_writes_pass_and_keep_every_write
                  delete_keys=range(1001, 1500)) as writer:
         migrated = playbook.run("migrate_tokens.yml", *ONLINE)
     assert_ok(migrated)
-    assert "Conversion to jsonb: online (auto: 2000 rows >= 1000" in migrated.stdout, migrated.describe()
+    # The rule with the planner's row estimate (the writers move it a little).
+    assert re.search(r"Conversion to jsonb: online \(auto: \d+ rows >= 1000", migrated.stdout), migrated.describe()
     assert min(writer.counts["insert"], writer.counts["update"], writer.counts["delete"]) > 0, writer.counts
     rows = writer.expected(rows)
     assert_content(pgdb, rows)
@@ -141,8 +143,7 @@ def test_with_the_automatic_rollback_off_a_rerun_continues_the_conversion(pgdb, 
     assert_ok(again)
     assert "an online conversion is in progress: it continues where it stopped" in again.stdout, again.describe()
     # The backfill had reached the end: the re-run read no row again.
-    assert "rows (100.0%)" in again.stdout and "2000 of ~2000 rows (100.0%), n/a rows/s" in again.stdout, \
-        again.describe()
+    assert re.search(r"2000 of ~\d+ rows \(100.0%\), n/a rows/s", again.stdout), again.describe()
     state = pgdb.state()
     assert state["type"] == "jsonb" and state["revision"] == REVISION_AFTER and state["index"]["valid"], state
     assert state["fingerprint"] == original["fingerprint"] and leftovers(pgdb) == []
@@ -182,7 +183,7 @@ def test_a_running_online_backfill_is_resumed_after_the_controller_is_killed(pgd
     assert_ok(again)
     assert "an online conversion is in progress: it continues where it stopped" in again.stdout, again.describe()
     # Continued from the recorded key: rows done end at the table's 2000 (a restart would count them twice).
-    assert "2000 of ~2000 rows (100.0%)" in again.stdout, again.describe()
+    assert re.search(r"2000 of ~\d+ rows \(100.0%\)", again.stdout), again.describe()
     state = pgdb.state()
     assert state["type"] == "jsonb" and state["revision"] == REVISION_AFTER, state
     assert state["fingerprint"] == original["fingerprint"] and leftovers(pgdb) == []
