@@ -20,7 +20,8 @@ description:
   - A phase that ran and failed is V(fail) with its full message (multi-line messages kept whole), also when it
     failed before recording its own result, provided O(_input.failure) names the phase (C(phase), or C(tags)
     holding one of C(preflight), C(backup), C(migrate), C(validate), C(deploy), C(smoke)).
-  - "Verdict: V(FAILED) when a failure was recorded or any item failed; else V(NOTHING TO ROLL BACK) for a rollback
+  - "Verdict: V(FAILED) when a failure was recorded or any item failed; else V(READY FOR APPROVAL) for a migrate run
+    that stopped before the real migration as asked; else V(NOTHING TO ROLL BACK) for a rollback
     run that found the table never migrated; else V(ROLLED BACK) for a migrate run that was rolled back; else
     V(CHECK MODE) in check mode (nothing was done, so nothing passed); else V(PASSED)."
   - Keys it does not know are copied into the report as they are (unless they would replace one of its own), so
@@ -82,6 +83,12 @@ options:
             is a performance degradation.
         type: int
         default: 1000
+      stopped_before_migration:
+        description:
+          - The run stopped before the real migration as asked (pre-flight, backup and rehearsal only, the first node
+            of AWX's approval gate). Its verdict is V(READY FOR APPROVAL) unless something failed.
+        type: bool
+        default: false
       latency:
         description:
           - The query latency before and after the migration, as the C(latency_comparison) filter judges it
@@ -170,7 +177,7 @@ RESTORE = 'Restored from backup (worst case)'
 # The inputs the sign-off reads; any other key is carried into the report as it is.
 INPUT_KEYS = ('kind', 'check_mode', 'preflight', 'backup', 'migration', 'validation', 'deploy', 'smoke', 'rollback',
               'failure', 'restore_requested', 'lock_timeout_ms', 'latency', 'proof', 'host', 'deployed_by',
-              'awx_job_id', 'date', 'finished', 'notes')
+              'awx_job_id', 'date', 'finished', 'notes', 'stopped_before_migration')
 
 Judged = tuple[str, str]  # (status, evidence)
 
@@ -309,6 +316,8 @@ def judge_migration(migration: Mapping[str, t.Any], failure: Mapping[str, t.Any]
     if not migration or flag(migration.get('skipped')):
         if phase and failed_phase(failure) == phase:
             return FAIL, failure_text(failure)
+        if migration.get('skip_reason'):
+            return SKIPPED, text(migration.get('skip_reason'))
         if rollback and flag(rollback.get('nothing_to_do')):
             return SKIPPED, 'not needed: nothing to roll back'
         return SKIPPED, 'not run'
@@ -477,10 +486,13 @@ def signoff_items(inputs: Mapping[str, t.Any]) -> list[dict[str, str]]:
 
 
 def verdict(kind: str, items: list[dict[str, str]], failure: Mapping[str, t.Any], rollback: Mapping[str, t.Any],
-            check_mode: bool) -> str:
-    """FAILED, NOTHING TO ROLL BACK, ROLLED BACK, CHECK MODE or PASSED: never PASSED for work a dry run did not do."""
+            check_mode: bool, stopped: bool = False) -> str:
+    """FAILED, NOTHING TO ROLL BACK, ROLLED BACK, CHECK MODE, READY FOR APPROVAL or PASSED: never PASSED for work
+    a dry run did not do, nor for a migration that stopped before the real change."""
     if failure or any(entry['status'] == FAIL for entry in items):
         return 'FAILED'
+    if kind == 'migrate' and stopped and not check_mode:
+        return 'READY FOR APPROVAL'
     if kind == 'rollback' and flag(rollback.get('nothing_to_do')):
         return 'NOTHING TO ROLL BACK'
     if kind == 'migrate' and rollback:
@@ -505,7 +517,7 @@ def signoff(inputs: t.Any) -> dict[str, t.Any]:
     report: dict[str, t.Any] = {
         'kind': kind,
         'host': inputs.get('host'),
-        'verdict': verdict(kind, items, failure, rollback, check_mode),
+        'verdict': verdict(kind, items, failure, rollback, check_mode, flag(inputs.get('stopped_before_migration'))),
         'deployed_by': text(inputs.get('deployed_by')),
         'awx_job_id': inputs.get('awx_job_id'),
         'date': inputs.get('date'),

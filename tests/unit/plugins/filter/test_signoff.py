@@ -371,3 +371,15 @@ def test_online_conversion_performance_says_what_is_known() -> None:
     assert verdict == s.SKIPPED and '2 tries of at most 1000 ms' in evidence and 'not sampled' in evidence
     verdict, evidence = s.judge_performance({'online': {'swap': {}}}, False, 1000)
     assert verdict == s.SKIPPED and 'nothing was swapped' in evidence
+
+
+def test_a_run_stopped_before_the_migration_is_ready_for_approval_never_passed() -> None:
+    stopped = dict(MIGRATE_RUN, migration={'skipped': True, 'skip_reason': 'stopped before the migration, as asked'},
+                   validation=[], deploy={}, smoke={}, stopped_before_migration=True)
+    report = s.signoff(stopped)
+    assert report['verdict'] == 'READY FOR APPROVAL'
+    migration = next(i for i in report['items'] if i['item'] == 'Migration applied successfully')
+    assert migration['status'] == s.SKIPPED and 'stopped before the migration' in migration['evidence']
+    # A failure still wins, and check mode says CHECK MODE.
+    assert s.signoff(dict(stopped, failure={'task': 'Back up', 'msg': 'disk full'}))['verdict'] == 'FAILED'
+    assert s.signoff(dict(stopped, check_mode=True))['verdict'] == 'CHECK MODE'
