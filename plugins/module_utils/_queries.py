@@ -1662,3 +1662,57 @@ DATABASE_SIZE_SQL = """
 SELECT pg_catalog.pg_database_size(pg_catalog.current_database())::bigint AS total_bytes,
        pg_catalog.current_database()::text AS database
 """
+
+# ---------------------------------------------------------------------------------------------
+# Server log (pg_server_log): where the server logs, whether this role may read it, and the reads
+# ---------------------------------------------------------------------------------------------
+
+# Settings anyone may read; data_directory and log_directory only when the role may (reading them otherwise is an
+# error). EXECUTE on the file functions is revoked from PUBLIC; a file outside the data and log directories also
+# needs pg_read_server_files (pg_has_role is true for a superuser).
+SERVER_LOG_SETTINGS_SQL = """
+SELECT pg_catalog.current_database()::text AS database,
+       current_user::text AS role,
+       pg_catalog.pg_backend_pid() AS backend_pid,
+       pg_catalog.pg_postmaster_start_time() AS postmaster_start,
+       pg_catalog.now() AS server_now,
+       pg_catalog.current_setting('server_version_num')::int AS server_version_num,
+       pg_catalog.current_setting('logging_collector') AS logging_collector,
+       pg_catalog.current_setting('log_destination') AS log_destination,
+       pg_catalog.current_setting('log_line_prefix') AS log_line_prefix,
+       pg_catalog.current_setting('log_timezone') AS log_timezone,
+       pg_catalog.current_setting('lc_messages') AS lc_messages,
+       r.rolsuper AS superuser,
+       pg_catalog.pg_has_role('pg_read_server_files', 'USAGE') AS read_server_files,
+       s.read_all_settings,
+       CASE WHEN s.read_all_settings THEN pg_catalog.current_setting('data_directory') END AS data_directory,
+       CASE WHEN s.read_all_settings THEN pg_catalog.current_setting('log_directory') END AS log_directory,
+       pg_catalog.has_function_privilege('pg_catalog.pg_current_logfile(text)', 'EXECUTE') AS may_current_logfile,
+       pg_catalog.has_function_privilege('pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)',
+                                         'EXECUTE') AS may_read_file,
+       pg_catalog.has_function_privilege('pg_catalog.pg_stat_file(text, boolean)', 'EXECUTE') AS may_stat_file,
+       pg_catalog.has_function_privilege('pg_catalog.pg_ls_logdir()', 'EXECUTE') AS may_ls_logdir
+FROM pg_catalog.pg_roles AS r,
+     LATERAL (SELECT pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE') AS read_all_settings) AS s
+WHERE r.rolname = current_user
+"""
+# The file the logging collector writes for one format (NULL without the collector, or for a format not logged).
+SERVER_LOG_CURRENT_FILE_SQL = "SELECT pg_catalog.pg_current_logfile(%(format)s) AS path"
+# Size and modification time of a file on the database host (NULLs when it does not exist).
+SERVER_LOG_STAT_SQL = """
+SELECT size, modification, isdir FROM pg_catalog.pg_stat_file(%(path)s, true)
+"""
+# Bytes of a file on the database host: bytea, so a chunk may cut a multi-byte character.
+SERVER_LOG_READ_SQL = """
+SELECT pg_catalog.pg_read_binary_file(%(path)s, %(offset)s, %(length)s, true) AS data
+"""
+# The log directory's files written to since the window's start, newest first (pg_monitor or superuser).
+SERVER_LOG_DIR_SQL = """
+SELECT name, size, modification FROM pg_catalog.pg_ls_logdir()
+WHERE modification >= %(since)s
+ORDER BY modification DESC, name DESC
+"""
+# A read that fails (a privilege, a missing file) must not end the transaction the other reads need.
+SERVER_LOG_SAVEPOINT_SQL = 'SAVEPOINT pg_server_log'
+SERVER_LOG_ROLLBACK_SQL = 'ROLLBACK TO SAVEPOINT pg_server_log'
+SERVER_LOG_RELEASE_SQL = 'RELEASE SAVEPOINT pg_server_log'
