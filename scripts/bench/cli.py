@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="how long the writer probe runs alone before our playbooks, the throughput baseline "
                              "(default 5)")
     args = parser.parse_args(argv)
+    # Absolute: the playbooks get OUT/work/... for their backups and reports, and would read a relative
+    # path from the playbook's directory (playbooks/results/...), where the bench never finds the sign-off.
+    args.out = args.out.resolve()
     try:
         args.sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()})
     except ValueError:

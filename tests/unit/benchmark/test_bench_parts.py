@@ -269,6 +269,11 @@ def test_cli_sizes():
     assert args.online == "full" and args.online_batch_size is None and args.idle_seconds == 5.0
 
 
+def test_cli_out_is_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.parse_args(["--out", "results"]).out == tmp_path / "results"
+
+
 def test_cli_online_options():
     args = cli.parse_args(["--online", "migrate", "--online-batch-size", "20000", "--idle-seconds", "0.5"])
     assert (args.online, args.online_batch_size, args.idle_seconds) == ("migrate", 20000, 0.5)
