@@ -36,7 +36,6 @@ options:
   key:
     description: The key column of the lookup and the ordering; default the single-column primary key.
     type: str
-    no_log: false
   builtin:
     description: Which built-in queries to run.
     type: list
