@@ -114,8 +114,19 @@ def task_phases(callback: dict, roles: dict[str, str], actions: dict[str, str] |
                 phase = (actions or {}).get(_action(entry)) or roles.get(role, "overhead")
             previous = phase
             phases[phase] = phases.get(phase, 0.0) + seconds
-            tasks.append({"phase": phase, "task": task["name"], "seconds": round(seconds, 4)})
+            tasks.append({"phase": phase, "task": task["name"], "seconds": round(seconds, 4),
+                          "start": round(_ts(task["duration"]["start"]), 3)})
     return phases, tasks
+
+
+def running_at(tasks: list[dict], began: float | None, seconds: float) -> list[str]:
+    """The tasks that ran while an UPDATE that began at ``began`` (epoch) waited ``seconds``: where a writer's
+    longest block came from."""
+    if began is None:
+        return []
+    end = began + seconds
+    return [f"{t['phase']}: {t['task']}" for t in tasks
+            if "start" in t and t["start"] <= end and t["start"] + t["seconds"] >= began]
 
 
 def online_steps(callback: dict) -> dict:

@@ -28,6 +28,7 @@ class WriterProbe:
         self.latencies: list[float] = []
         self.errors: list[str] = []
         self._worst_at = 0.0
+        self._worst_wall = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = 0.0
@@ -63,7 +64,7 @@ class WriterProbe:
                 while not self.latencies or (
                         not self._stop.is_set() and len(self.latencies) < self.max_updates
                         and time.perf_counter() - self._started < self.max_seconds):
-                    began = time.perf_counter()
+                    began, began_wall = time.perf_counter(), time.time()
                     try:
                         cur.execute(UPDATE_SQL, (key,))
                     except psycopg2.Error as exc:
@@ -73,6 +74,7 @@ class WriterProbe:
                     took = time.perf_counter() - began
                     if not self.latencies or took > max(self.latencies):
                         self._worst_at = began - self._started
+                        self._worst_wall = began_wall
                     self.latencies.append(took)
                     key = low if key >= high else key + 1
                     self._stop.wait(max(0.0, self.interval))
@@ -94,6 +96,8 @@ class WriterProbe:
             "first_error": self.errors[0] if self.errors else None,
             "max_blocked_ms": round(lat[-1] * 1000, 1) if lat else None,
             "max_blocked_at_s": round(self._worst_at, 2),
+            # Wall clock (epoch) of the longest UPDATE's start: matched with the playbook's task times.
+            "max_blocked_wall": round(self._worst_wall, 3) if lat else None,
             "p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
             "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2) if lat else None,
             "elapsed_s": round(elapsed, 3),

@@ -110,7 +110,9 @@ def _writer(reps: list[dict], run_key: str, idle_key: str) -> dict:
         idle = (r.get(idle_key) or {}).get("per_second")
         ratios.append(round(p["per_second"] / idle, 3) if p.get("per_second") is not None and idle else None)
     # (A run left out, e.g. --online migrate's rollback, has no probe: its figures are None.)
+    worst = max(runs, key=lambda p: p.get("max_blocked_ms") or -1.0, default={})
     return {"max_blocked_ms_median": _r(median(blocked), 1),
+            "worst_during": worst.get("max_blocked_during") or [],
             "max_blocked_ms_worst": max((v for v in blocked if v is not None), default=None),
             "p99_ms_median": _r(median([p.get("p99_ms") for p in runs]), 2),
             "per_second": _r(median([p.get("per_second") for p in runs]), 2),
@@ -301,6 +303,15 @@ def online_markdown(sizes: dict) -> list[str]:
                 f"| {_ms(wr['max_blocked_ms_median'])} (worst {_ms(wr['max_blocked_ms_worst'])}) "
                 f"| {_fmt(wm['vs_idle'])} / {_fmt(wr['vs_idle'])} (idle {_fmt(m['idle_per_second'], 1)}/s) "
                 f"| {vs} |")
+    lines += ["", "Where the writer's longest block (worst repetition) fell, by the playbook's tasks running then:", ""]
+    for rows in with_online:
+        for mode, m in sizes[rows]["online"]["modes"].items():
+            for run in ("migrate", "rollback"):
+                w = m[f"writer_{run}"]
+                if w["max_blocked_ms_worst"] is not None:
+                    during = "; ".join(w.get("worst_during") or []) or "no task (between tasks)"
+                    lines.append(f"- {int(rows):,} rows, {MODE_LABELS[mode]} {run}: "
+                                 f"{_ms(w['max_blocked_ms_worst'])} ms during {during}")
     lines += ["", "Online conversion steps (s, median; the conversion phase of the table above):", "",
               "| rows | run | conversion phase (s) | in place (s) | " + " | ".join(ONLINE_STEPS)
               + " | swap tries (max) | backfill rows/s |",

@@ -30,7 +30,11 @@ def log(msg: str) -> None:
 def _with_probe(url: str, interval: float, fn, *args, **kwargs):
     with WriterProbe(url, interval=interval) as probe:
         result = fn(*args, **kwargs)
-    return result, probe.summary()
+    summary = probe.summary()
+    if isinstance(result, dict) and "tasks" in result:  # a playbook: which of its tasks the longest block met
+        summary["max_blocked_during"] = ours.running_at(result["tasks"], summary.get("max_blocked_wall"),
+                                                        (summary.get("max_blocked_ms") or 0) / 1000)
+    return result, summary
 
 
 def one_repetition(url: str, db: str, rows: int, work: Path, probe_interval: float, *, online: str = "full",

@@ -114,6 +114,17 @@ def test_task_phases_online_conversion_counts_with_its_phase_and_the_choice_with
     assert {t["phase"] for t in rb_tasks if "Swap" in t["task"] or "Backfill" in t["task"]} == {"rollback_downgrade"}
 
 
+def test_running_at_names_the_tasks_a_block_met():
+    _, tasks = ours.task_phases(_plays(_online_callback("db_migration")), ours.MIGRATE_ROLES, conversion="migrate")
+    swap = next(t for t in tasks if "Swap" in t["task"])
+    verify = next(t for t in tasks if "Verify" in t["task"])
+    assert ours.running_at(tasks, swap["start"] + 0.1, 0.2) == ["migrate: " + swap["task"]]
+    # A block from the end of verify into the swap met both.
+    both = ["migrate: " + verify["task"], "migrate: " + swap["task"]]
+    assert ours.running_at(tasks, verify["start"] + 1.0, 0.5) == both
+    assert ours.running_at(tasks, None, 1.0) == [] and ours.running_at(tasks, swap["start"] + 100, 0.1) == []
+
+
 def test_online_steps():
     found = ours.online_steps(_plays(_online_callback("db_migration")))
     # A debug task counts with the step before it; the choice and the argument checks are no step.
