@@ -102,9 +102,30 @@ def sample_comparison(before: list[dict[str, Any]], after: list[dict[str, Any]],
             "skipped": len(before) - len(compared), "description": text}
 
 
+def state_after_failure(now: dict[str, Any], at_start: dict[str, Any], revision_before: str, revision_after: str,
+                        type_before: str = "text[]", type_after: str = "jsonb") -> dict[str, Any]:
+    """Where a failed run left the table: ``now`` is pg_run_record's result read after the failure (which may
+    itself have failed: the database restarted, unreachable), ``at_start`` the state at the run's start.
+    Returns ``read`` (bool), ``situation`` (migration_situation, or unknown with why) and ``change``
+    (state_change from the start, or unknown)."""
+    if not isinstance(now, dict):
+        raise AnsibleFilterError("state_after_failure expects pg_run_record's registered result")
+    state = now.get("state")
+    if not isinstance(state, dict):
+        why = now.get("msg") or "?"
+        return {"read": False,
+                "situation": {"name": "unknown", "note": "its state could not be read", "changed_from_before": None,
+                              "description": f"of unknown state (it could not be read: {why}); check the column type,"
+                                             " the index and alembic_version before anything else"},
+                "change": {"changed": False, "differences": [], "description": "unknown"}}
+    return {"read": True,
+            "situation": migration_situation(state, revision_before, revision_after, type_before, type_after),
+            "change": state_change(at_start or {}, state)}
+
+
 class FilterModule:
-    """state_change, migration_situation and sample_comparison."""
+    """state_change, migration_situation, state_after_failure and sample_comparison."""
 
     def filters(self) -> dict[str, Any]:
         return {"state_change": state_change, "migration_situation": migration_situation,
-                "sample_comparison": sample_comparison}
+                "state_after_failure": state_after_failure, "sample_comparison": sample_comparison}

@@ -76,3 +76,18 @@ def test_sample_comparison_counts_equal_values(after: list, skip: list, passed: 
     verdict = sample_comparison(ROWS if after or skip else [], after, skip)
     assert verdict["passed"] is passed
     assert text in verdict["description"]
+
+
+def test_state_after_failure_reads_the_database_or_says_it_could_not() -> None:
+    from ansible_collections.ledgermind.migrations.plugins.filter.run_state import state_after_failure
+    start = state("text[]", BEFORE)
+    found = state_after_failure({"state": state("jsonb", BEFORE, False)}, start, BEFORE, AFTER)
+    assert found["read"] is True and found["situation"]["name"] == "half_applied" and found["change"]["changed"]
+    same = state_after_failure({"state": start}, start, BEFORE, AFTER)
+    assert same["change"]["changed"] is False and same["situation"]["name"] == "pre_migration"
+    lost = state_after_failure({"failed": True, "msg": "connection refused"}, start, BEFORE, AFTER)
+    assert lost["read"] is False and lost["situation"]["name"] == "unknown"
+    assert "could not be read: connection refused" in lost["situation"]["description"]
+    assert lost["change"] == {"changed": False, "differences": [], "description": "unknown"}
+    with pytest.raises(AnsibleFilterError):
+        state_after_failure("nope", start, BEFORE, AFTER)  # type: ignore[arg-type]
