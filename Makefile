@@ -59,7 +59,7 @@ demo: stack-up docker-up
 # Molecule before pytest, so that pytest's summary closes the run's output.
 test: stack-up docker-up
 	$(MAKE) --no-print-directory lint sanity molecule
-	eval "$$(scripts/stack env)" && $(BIN)/pytest tests
+	eval "$$(scripts/stack env)" && $(BIN)/pytest tests -n 2 --dist loadgroup
 
 lint: setup
 	ruff check .
@@ -74,7 +74,7 @@ unit: setup
 	$(BIN)/pytest tests/unit
 
 integration: stack-up docker-up
-	eval "$$(scripts/stack env)" && $(BIN)/pytest tests/integration
+	eval "$$(scripts/stack env)" && $(BIN)/pytest tests/integration -n 2 --dist loadgroup
 
 # The Molecule scenarios (molecule/*): the whole cycle against the local stack and the real engine, in
 # the scenario database lm_molecule.
