@@ -225,8 +225,10 @@ def target_of(params: dict[str, t.Any]) -> str:
 
 
 def fail(module: AnsibleModule, msg: str, **result: t.Any) -> t.NoReturn:
-    """``fail_json`` with secrets stripped from the message; always ``changed: false``."""
-    module.fail_json(msg=redact(msg, _secrets(module.params)), changed=False, **result)
+    """``fail_json`` with secrets stripped from the message; ``changed: false`` unless the caller read from the
+    database that the failed step changed it (``changed=True`` in ``result``)."""
+    result.setdefault('changed', False)
+    module.fail_json(msg=redact(msg, _secrets(module.params)), **result)
     raise AssertionError('unreachable')  # fail_json exits; keeps type checkers and tests honest
 
 

@@ -538,8 +538,8 @@ def main() -> None:
             before, after = describe_state(state_before), describe_state(state_after)
             told = (f"It changed the schema before failing (half-applied): was {before}, now {after}."
                     if result["partial"] else f"Nothing was changed: {after}.")
-            fail(module, f"alembic {direction} {target} failed: {why}. {told}",
-                 **{k: v for k, v in result.items() if k != "changed"})
+            # A half-applied failure changed the schema, and says so (changed: true) as well as failing.
+            fail(module, f"alembic {direction} {target} failed: {why}. {told}", **result)
     if params["repair_invalid_indexes"]:
         broken = repair_indexes(module)
         result["repaired_indexes"] = broken
