@@ -100,9 +100,6 @@ def running_lines(output: str) -> list[str]:
     return [m.group(0) for m in (_RUNNING_LINE.search(line) for line in output.splitlines()) if m]
 
 
-def backoff_delays(retries: int, first: float, maximum: float) -> list[float]:
-    """Waits between tries: doubling from ``first``, capped at ``maximum``."""
-    return [min(first * (2**attempt), maximum) for attempt in range(max(retries - 1, 0))]
 
 
 def last_error_line(result: Any) -> str:

@@ -256,7 +256,6 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._alembic import (
     BASE,
-    backoff_delays,
     is_retryable,
     last_error_line,
     parse_history,
@@ -283,6 +282,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     lock_holders_params,
     reindex_concurrently,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays
 
 # Lets the lock monitor tell the migration's own session from the ones queued behind it.
 APPLICATION_NAME = "ledgermind-alembic-migrate"

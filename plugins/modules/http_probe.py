@@ -14,7 +14,9 @@ description:
     by JSON keys that must equal given values or must be non-empty.
   - Retries a failed probe with exponential back-off (O(delay), doubled after each try up to O(max_delay))
     until it passes or O(retries) tries are spent, then fails saying what came back the last time.
-  - Meant for smoke tests; it never changes anything, so it never reports a change.
+  - Meant for smoke tests; it never reports a change. Transport options (O(validate_certs), O(ca_path), client
+    certificates, proxies) are Ansible's own (C(ansible.builtin.url)), as M(ansible.builtin.uri) has them.
+  - In check mode a GET is sent (it reads only); a POST is not, and the result says what would have been sent.
 author:
   - LedgerMind SRE (@ledgermind)
 options:
@@ -27,8 +29,11 @@ options:
     type: str
     choices: [GET, POST]
     default: GET
+  ca_path:
+    description: PEM file of the CA certificates that verify the server's certificate (default the system's).
+    type: path
   headers:
-    description: Extra request headers.
+    description: Extra request headers. Never logged (they may carry a token).
     type: dict
     default: {}
   body:
@@ -65,11 +70,12 @@ options:
     type: float
     default: 15
 extends_documentation_fragment:
+  - ansible.builtin.url
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
-    details: The probe is a read-only request, so check mode sends it too.
+    details: A GET (read-only) is sent in check mode too; a POST is not.
   diff_mode:
     support: none
   platform:
@@ -124,15 +130,18 @@ passed:
   type: bool
 '''
 
-import json
-import time
-from urllib.error import HTTPError
+import json  # noqa: E402
+import time  # noqa: E402
+import typing as t  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.urls import fetch_url, url_argument_spec  # noqa: E402
+
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays  # noqa: E402
 
 
-def judge(status, payload, status_codes, expect_json, expect_nonempty):
+def judge(status: int, payload: t.Any, status_codes: list[int], expect_json: dict[str, t.Any],
+          expect_nonempty: list[str]) -> list[str]:
     """The reasons an answer fails (an empty list when it passes)."""
     problems = []
     if status not in status_codes:
@@ -151,27 +160,21 @@ def judge(status, payload, status_codes, expect_json, expect_nonempty):
     return problems
 
 
-def backoff_delays(retries, delay, max_delay):
-    """Seconds to wait after each failed try but the last."""
-    return [min(delay * (2 ** i), max_delay) for i in range(max(retries - 1, 0))]
-
-
-def probe_once(module):
+def probe_once(module: AnsibleModule) -> tuple[int, t.Any, str, str]:
+    """One request: its status, the answer as JSON (or None), as text, and the transport problem (or '')."""
     params = module.params
     headers = dict(params['headers'] or {})
     data = None
     if params['body'] is not None:
         data = json.dumps(params['body'])
         headers.setdefault('content-type', 'application/json')
-    try:
-        response = open_url(params['url'], method=params['method'], headers=headers, data=data,
-                            timeout=params['timeout'], validate_certs=True)
-        status, raw = response.getcode(), response.read()
-    except HTTPError as exc:
-        status, raw = exc.code, exc.read() if hasattr(exc, 'read') else b''
-    except Exception as exc:  # any transport failure is an answer too: "none came"
-        return -1, None, '', f'no answer: {exc}'
-    text = raw.decode('utf-8', 'replace') if isinstance(raw, bytes) else str(raw)
+    response, info = fetch_url(module, params['url'], data=data, headers=headers, method=params['method'],
+                               timeout=params['timeout'], ca_path=params['ca_path'])
+    status = int(info.get('status', -1))
+    if status == -1:
+        return -1, None, '', 'no answer: {}'.format(info.get('msg') or 'unknown error')
+    raw = response.read() if response is not None else info.get('body', b'')
+    text = raw.decode('utf-8', 'replace') if isinstance(raw, bytes) else str(raw or '')
     try:
         payload = json.loads(text) if text.strip() else None
     except ValueError:
@@ -179,28 +182,37 @@ def probe_once(module):
     return status, payload, text, ''
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type='str', required=True),
-            method=dict(type='str', choices=['GET', 'POST'], default='GET'),
-            headers=dict(type='dict', default={}),
-            body=dict(type='raw'),
-            timeout=dict(type='float', default=10),
-            status_code=dict(type='list', elements='int', default=[200]),
-            expect_json=dict(type='dict', default={}),
-            expect_nonempty=dict(type='list', elements='str', default=[]),
-            retries=dict(type='int', default=5),
-            delay=dict(type='float', default=1),
-            max_delay=dict(type='float', default=15),
-        ),
-        supports_check_mode=True,
+def argument_spec() -> dict[str, t.Any]:
+    spec = url_argument_spec()
+    # url_argument_spec's own url is a plain str; headers may carry a token.
+    spec.update(
+        url=dict(type='str', required=True),
+        ca_path=dict(type='path'),
+        method=dict(type='str', choices=['GET', 'POST'], default='GET'),
+        headers=dict(type='dict', default={}, no_log=True),
+        body=dict(type='raw'),
+        timeout=dict(type='float', default=10),
+        status_code=dict(type='list', elements='int', default=[200]),
+        expect_json=dict(type='dict', default={}),
+        expect_nonempty=dict(type='list', elements='str', default=[]),
+        retries=dict(type='int', default=5),
+        delay=dict(type='float', default=1),
+        max_delay=dict(type='float', default=15),
     )
+    return spec
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
     if params['retries'] < 1:
         module.fail_json(msg='retries must be at least 1')
+    if module.check_mode and params['method'] != 'GET':
+        module.exit_json(changed=False, skipped=True, status=-1, json=None, body='', attempts=[], passed=True,
+                         msg='check mode: would {} {} (not sent: it is not read-only)'.format(
+                             params['method'], params['url']))
     delays = backoff_delays(params['retries'], params['delay'], params['max_delay'])
-    attempts = []
+    attempts: list[dict[str, t.Any]] = []
     status, payload, text, problems = -1, None, '', []
     for attempt in range(params['retries']):
         started = time.monotonic()

@@ -199,7 +199,6 @@ import typing as t  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._alembic import backoff_delays  # noqa: E402
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
     close,
     connect_writable,
@@ -236,6 +235,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     write_log_function_body,
     write_log_function_name,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays  # noqa: E402
 
 SQLSTATE_INSUFFICIENT_PRIVILEGE = '42501'
 

@@ -6,13 +6,13 @@ import subprocess
 import pytest
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._alembic import (
-    backoff_delays,
     is_retryable,
     last_error_line,
     parse_history,
     running_lines,
     session_options,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays
 
 HISTORY = """\
 20251109_add_user_name_picture -> 502d44cd70ab (head), convert_ml_features_tokens_to_jsonb

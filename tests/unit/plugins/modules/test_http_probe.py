@@ -28,3 +28,9 @@ def test_judge(status, payload, expect_json, expect_nonempty, problems):
 )
 def test_backoff_delays(retries, delay, max_delay, delays):
     assert http_probe.backoff_delays(retries, delay, max_delay) == delays
+
+
+def test_transport_options_are_ansibles_own_and_headers_are_never_logged():
+    spec = http_probe.argument_spec()
+    assert {'validate_certs', 'ca_path', 'client_cert', 'use_proxy'} <= set(spec)
+    assert spec['headers']['no_log'] is True
