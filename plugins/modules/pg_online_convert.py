@@ -268,7 +268,6 @@ import typing as t  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._alembic import backoff_delays  # noqa: E402
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
     _lock_holders as lock_holders,
 )
@@ -329,6 +328,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     version_rows_sql,
     version_update_sql,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays  # noqa: E402
 from ansible_collections.ledgermind.migrations.plugins.module_utils._space import free_space  # noqa: E402
 
 # lock_not_available (lock_timeout), deadlock_detected: another try can succeed once the other session is gone.
