@@ -12,11 +12,12 @@ that say what to do; passwords never appear in them.
 from __future__ import annotations
 
 import contextlib
-import re
 import traceback
 import typing as t
 
 from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.ledgermind.migrations.plugins.module_utils._redact import redact, redact_url  # noqa: F401
 
 try:
     import psycopg2
@@ -71,24 +72,6 @@ def postgres_connection_argument_spec() -> dict[str, dict[str, t.Any]]:
 # ---------------------------------------------------------------------------------------------
 # Pure helpers (unit-tested without a database)
 # ---------------------------------------------------------------------------------------------
-
-_URL_PASSWORD = re.compile(r'(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)', re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
-
-
-def redact_url(text: str) -> str:
-    """Replace the password of any ``scheme://user:password@host`` URL or ``password=`` pair."""
-    text = _URL_PASSWORD.sub(lambda m: m.group('head') + '********' + m.group('tail'), text)
-    return _KV_PASSWORD.sub(lambda m: m.group('head') + '********', text)
-
-
-def redact(text: str, secrets: t.Iterable[str | None] = ()) -> str:
-    """Strip URL passwords and every known secret (longest first) from ``text``."""
-    text = redact_url(text)
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, '********')
-    return text
-
 
 def build_connect_kwargs(params: dict[str, t.Any]) -> dict[str, t.Any]:
     """Map module options to ``psycopg2.connect`` keyword arguments (``None`` dropped).

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from ansible_collections.ledgermind.migrations.plugins.module_utils._redact import redact_url
+
 URL_SCHEMES = ("postgresql", "postgres")
 
 # libpq connection parameter -> the environment variable libpq reads it from
@@ -180,9 +182,5 @@ def to_url(connection: dict[str, Any] | str | None) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced, safe to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":********@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL with its password replaced, safe to print (the collection's one redaction, in _redact)."""
+    return redact_url(url)

@@ -64,6 +64,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     lock_holders_params,
     relation_problem,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._redact import redact
 
 if t.TYPE_CHECKING:
     from ansible.module_utils.basic import AnsibleModule
@@ -190,11 +191,8 @@ def secrets(params: dict[str, Any]) -> list[str]:
 
 
 def scrub(text: str, hidden: list[str]) -> str:
-    """``text`` with every secret replaced by ``********``."""
-    for value in sorted(hidden, key=len, reverse=True):
-        if value:
-            text = text.replace(value, "********")
-    return text
+    """``text`` with every secret (and any URL password) replaced by ``********`` (the collection's one redaction)."""
+    return redact(text, hidden)
 
 
 # ---------------------------------------------------------------------------------------------
