@@ -1657,6 +1657,28 @@ FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND c.relkind IN ('r', 'p', 'm')
 """
+# TABLE_SPACE_SQL from the planner's page counts (pg_class.relpages of the table, its partitions, TOAST tables and
+# indexes, as of the last VACUUM, ANALYZE or CREATE INDEX): no lock taken. pg_total_relation_size opens the table and
+# its indexes (ACCESS SHARE), so it waits while another session holds one of them (an ALTER TABLE, a REINDEX).
+TABLE_SPACE_STATS_SQL = """
+WITH RECURSIVE tree(relid) AS (
+    SELECT c.oid FROM pg_catalog.pg_class AS c
+    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND c.relkind IN ('r', 'p', 'm')
+  UNION ALL
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits AS i JOIN tree ON i.inhparent = tree.relid
+)
+SELECT (SELECT t.relid::bigint FROM tree AS t LIMIT 1) AS relid,
+       (SELECT coalesce(sum(c.relpages::bigint), 0)
+        FROM pg_catalog.pg_class AS c
+        WHERE c.oid IN (SELECT relid FROM tree)
+           OR c.oid IN (SELECT r.reltoastrelid FROM pg_catalog.pg_class AS r WHERE r.oid IN (SELECT relid FROM tree))
+           OR c.oid IN (SELECT x.indexrelid FROM pg_catalog.pg_index AS x WHERE x.indrelid IN (SELECT relid FROM tree))
+       )::bigint * pg_catalog.current_setting('block_size')::bigint AS total_bytes,
+       (SELECT r.reltablespace <> 0 FROM pg_catalog.pg_class AS r
+        WHERE r.oid = (SELECT t.relid FROM tree AS t LIMIT 1)) AS own_tablespace
+WHERE EXISTS (SELECT FROM tree)
+"""
 # The whole database's size: what a scope=full archive is estimated from.
 DATABASE_SIZE_SQL = """
 SELECT pg_catalog.pg_database_size(pg_catalog.current_database())::bigint AS total_bytes,

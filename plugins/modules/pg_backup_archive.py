@@ -40,6 +40,11 @@ description:
   - pg_dump waits at most O(lock_timeout) seconds for its table locks (C(--lock-wait-timeout)), so a
     backup fails rather than queueing behind an C(ALTER TABLE).
   - Refuses early, with the fix, when pg_dump is missing or older than the server.
+  - Refuses before pg_dump starts, also in check mode and with nothing written, when the file system of O(dest_dir)
+    has less free space than the archive is expected to take times O(free_space_margin), naming both and how much to
+    free (RV(space)). The archive is expected to take the table's C(pg_total_relation_size) (C(pg_database_size) for
+    O(scope=full)) times 0.2 when compressed, 0.7 with O(compress_level=0) (the ratios measured on the demo table,
+    rounded up). Free space that cannot be read is reported with a warning, never refused.
 author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
@@ -49,7 +54,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Checks the connection and the client version, writes nothing and returns the command that would run.
+    details: >-
+      Checks the connection, the client version and the free space (RV(space)), writes nothing and returns the command
+      that would run.
 options:
   dest_dir:
     description: Directory receiving the archive; created with mode 0700 when missing.
@@ -105,6 +112,14 @@ options:
     description: Anything to record in the sidecar, e.g. the pre-flight fingerprint and row count.
     type: dict
     default: {}
+  free_space_margin:
+    description:
+      - The free space asked for in O(dest_dir)'s file system is the archive's expected size times this factor. The
+        expected size comes from the demo data, whose tokens compress better than most; the default 2 leaves room for
+        data that compresses half as well.
+      - C(0) checks nothing.
+    type: float
+    default: 2.0
   pg_dump_path:
     description:
       - pg_dump to use.
@@ -334,6 +349,62 @@ created:
   returned: success and not check mode
   type: str
   sample: "2026-01-01T12:00:00Z"
+space:
+  description:
+    - The free space check made before pg_dump starts (in check mode too).
+  returned: when the table or database was read
+  type: dict
+  contains:
+    checked:
+      description: Whether the free space was compared (false when it could not be read, or O(free_space_margin=0)).
+      type: bool
+    enough:
+      description: Whether the free space covers RV(space.needed_bytes); null when not checked.
+      type: bool
+    directory:
+      description: The directory whose file system was measured (O(dest_dir), or its nearest existing parent).
+      type: str
+    free_bytes:
+      description: Free bytes there (for an unprivileged writer); null when they could not be read.
+      type: int
+    basis:
+      description:
+        - What the estimate starts from, C(pg_total_relation_size(<schema>.<table>)) or
+          C(pg_database_size(<database>)).
+        - C(pg_class.relpages(<schema>.<table>)), the planner's page counts, while another session holds a lock on
+          the table or one of its indexes that C(pg_total_relation_size) would wait for; the backup then waits for its
+          own lock as usual.
+      type: str
+    basis_bytes:
+      description: Its size.
+      type: int
+    factor:
+      description: The archive's expected size per byte of RV(space.basis_bytes) at this O(compress_level).
+      type: float
+    estimated_bytes:
+      description: The archive's expected size.
+      type: int
+    margin:
+      description: O(free_space_margin).
+      type: float
+    needed_bytes:
+      description: RV(space.estimated_bytes) times RV(space.margin).
+      type: int
+    summary:
+      description: One line with the numbers, or why they were not compared.
+      type: str
+  sample:
+    checked: true
+    enough: true
+    directory: /var/backups/ledgermind
+    free_bytes: 10737418240
+    basis: pg_total_relation_size(public.ml_features)
+    basis_bytes: 36175872
+    factor: 0.2
+    estimated_bytes: 7235175
+    margin: 2.0
+    needed_bytes: 14470350
+    summary: "free space in /var/backups/ledgermind: 10240.0 MiB, 13.8 MiB needed (archive ~6.9 MiB x2)"
 pg_dump_version:
   description: Version of the pg_dump used.
   returned: always
@@ -348,12 +419,14 @@ server_version_num:
 
 import os  # noqa: E402
 import time  # noqa: E402
+import typing as t  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
     postgres_connection_argument_spec,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import run_read_only  # noqa: E402
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError  # noqa: E402
 from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (  # noqa: E402
     PARTIAL_SUFFIX,
@@ -387,6 +460,19 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     verify_archive,
     version_problem,
     write_sidecar,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
+    DATABASE_SIZE_SQL,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._space import (  # noqa: E402
+    archive_factor,
+    directory_free,
+    estimate_archive_bytes,
+    mib,
+    needed_bytes,
+    shortfall,
+    table_size,
+    verdict,
 )
 
 # How pg_dump shows in pg_stat_activity, unless connect_params names it.
@@ -442,6 +528,58 @@ def subject_problem(identity: dict, params: dict) -> str | None:
     return None
 
 
+def read_size_basis(module: AnsibleModule, params: dict) -> tuple[str, int]:
+    """What the archive's size is estimated from: the table's pg_total_relation_size (TOAST and indexes included,
+    summed over partitions; the planner's page counts while another session holds a lock on it), or the database's
+    size for scope=full."""
+    where = f"{params['schema']}.{params['table']}" if params["scope"] == "table" else "the database"
+
+    def inspect(conn: t.Any) -> tuple[str, int]:
+        with conn.cursor() as cur:
+            if params["scope"] == "full":
+                cur.execute(DATABASE_SIZE_SQL)
+                row = cur.fetchone()
+                return f"pg_database_size({row['database']})", int(row["total_bytes"])
+            row, measure = table_size(cur, params["schema"], params["table"])
+            return f"{measure}({where})", int(row["total_bytes"]) if row else 0
+
+    return run_read_only(module, inspect, where)
+
+
+def space_check(free: int | None, directory: str, unknown: str, basis: str, basis_bytes: int, compress_level: int,
+                margin: float) -> dict:
+    """The free space check's record (RV(space)): the estimate, the room asked for, and whether there is that much."""
+    estimate = estimate_archive_bytes(basis_bytes, compress_level)
+    needed = needed_bytes(estimate, margin)
+    space = dict(checked=False, enough=None, directory=directory, free_bytes=free, basis=basis,
+                 basis_bytes=basis_bytes, factor=archive_factor(compress_level), estimated_bytes=estimate,
+                 margin=margin, needed_bytes=needed)
+    if margin <= 0:
+        space["summary"] = "free space not checked (free_space_margin 0)"
+    elif free is None:
+        space["summary"] = f"free space could not be checked: {unknown}; the archive needs about {mib(needed)}"
+    else:
+        space.update(checked=True, enough=verdict(free, needed))
+        space["summary"] = (f"free space in {directory}: {mib(free)}, {mib(needed)} needed "
+                            f"(archive ~{mib(estimate)} x{margin:g})")
+    return space
+
+
+def space_refusal(space: dict, dest_dir: str, compress_level: int) -> str | None:
+    """Why the backup does not fit in ``dest_dir``, with the numbers and what to do; None when it fits or was not
+    checked."""
+    if space["enough"] is not False:
+        return None
+    measured = "" if space["directory"] == dest_dir else f" (measured at {space['directory']}, it does not exist yet)"
+    return (f"Not enough free space for the backup in {dest_dir}{measured}: the archive is expected to take about "
+            f"{mib(space['estimated_bytes'])} ({space['basis']} {mib(space['basis_bytes'])} x{space['factor']:g} at "
+            f"compress_level {compress_level}), x{space['margin']:g} margin = {mib(space['needed_bytes'])} needed, "
+            f"and its file system has {mib(space['free_bytes'])} free. Free "
+            f"{mib(shortfall(space['free_bytes'], space['needed_bytes']))} in {dest_dir} or set ledgermind_backup_dir "
+            f"(dest_dir) to a directory with room; free_space_margin (pg_backup_free_space_margin) sets the margin. "
+            f"Nothing was changed.")
+
+
 def retention(dest_dir: str, names: list[str], prefix: str, keep: int, new_name: str,
               identity: dict) -> RetentionPlan:
     """What retention does in ``dest_dir``: the sidecars of the other archives with ``prefix`` are read
@@ -467,6 +605,7 @@ def main() -> None:
         compress_level=dict(type="int", default=1),
         keep=dict(type="int", default=5),
         metadata=dict(type="dict", default={}),
+        free_space_margin=dict(type="float", default=2.0),
         pg_dump_path=dict(type="path"),
         pg_restore_path=dict(type="path"),
     )
@@ -485,6 +624,9 @@ def main() -> None:
 
     if not 0 <= params["compress_level"] <= 9:
         fail(f"compress_level must be 0 (none) to 9, got {params['compress_level']}.")
+        return
+    if params["free_space_margin"] < 0:
+        fail(f"free_space_margin must be 0 (no check) or more, got {params['free_space_margin']:g}.")
         return
     try:
         env = client_env(params, APPLICATION_NAME)
@@ -511,6 +653,19 @@ def main() -> None:
     problem = version_problem("pg_dump", dump_major, server_num) or subject_problem(identity, params)
     if problem:
         fail(problem)
+
+    # Before pg_dump starts, in check mode too: the archive's expected size against the room where it goes.
+    basis, basis_bytes = read_size_basis(module, params)
+    free, measured, unknown = directory_free(dest_dir)
+    space = space_check(free, measured, unknown, basis, basis_bytes, params["compress_level"],
+                        params["free_space_margin"])
+    result["space"] = space
+    if space["enough"] is None and space["margin"] > 0:
+        module.warn(f"The free space for the backup in {dest_dir} could not be checked: {unknown}. The archive is "
+                    f"expected to take about {mib(space['estimated_bytes'])}.")
+    refusal = space_refusal(space, dest_dir, params["compress_level"])
+    if refusal:
+        fail(refusal)
 
     existing = os.listdir(dest_dir) if os.path.isdir(dest_dir) else []
     name = archive_name(prefix, params["format"], time.gmtime(), set(existing))
