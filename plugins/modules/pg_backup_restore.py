@@ -28,6 +28,11 @@ description:
   - Works whatever the live table looks like (for example C(tokens) already converted to jsonb with
     an extra GIN index, which goes with the dropped table), or when it does not exist.
   - Works with archives of one table or of the whole database (only the table is restored).
+  - With O(restore_into=scratch), restores a B(copy) of the archived table into another, new database (a
+    rehearsal's scratch database). The database's identity is not compared, but everything else still is
+    (the schema and table, O(expected_column_type), O(expected_run_id), the checksum, the full read); the target
+    must not be the archived database itself and must not have the table yet (a scratch copy never replaces a
+    table); and the restored column's type is read back and must be the archived one.
   - Connection settings reach pg_restore as C(PG*) environment variables, so the password is never
     on a command line, in the process list or in the module output.
 author:
@@ -72,6 +77,33 @@ options:
     description:
       - Table to restore. Default the sidecar's; required for an archive of the whole database.
     type: str
+  restore_into:
+    description:
+      - V(same_database) restores the table into the database the archive was taken from, and only into it (its
+        identity must match the sidecar's, see above).
+      - V(scratch) restores a copy of the archived table into another database, for example a rehearsal's scratch
+        database on the same server or on a rehearsal server. The database's identity (name, oid, system identifier,
+        uuid) is not compared; the schema and table still are, and so are O(expected_column_type),
+        O(expected_run_id), the SHA-256 and the full read of the archive. Refused when the target is the archived
+        database itself (use V(same_database)) or already has the table, since a scratch copy goes into a new
+        database and never replaces a table.
+      - With V(scratch) the owner and privileges are not restored (C(pg_restore --no-owner --no-privileges)); the
+        copy belongs to the role that restores it (a rehearsal server may not even have the archived owner's roles).
+        After the restore the copy's column type is read back and must be the one the archive recorded.
+    type: str
+    choices: [same_database, scratch]
+    default: same_database
+  exclude_triggers:
+    description:
+      - Triggers of the table, by name, left out of the restore (with anything depending on them, such as a
+        comment), reported in RV(excluded_entries). For example C(ledgermind_write_log), the write log's trigger
+        (M(ledgermind.migrations.pg_write_log)) that an archive taken during a run holds, and whose function lives in
+        a schema a scratch database does not have.
+      - Leave empty for a rollback's restore, whose restored write-log trigger keeps logging under the run that
+        took the backup.
+    type: list
+    elements: str
+    default: []
   pg_restore_path:
     description:
       - pg_restore to use.
@@ -95,6 +127,15 @@ EXAMPLES = r"""
     expected_column_type: text[]
     expected_run_id: "{{ ledgermind_run_id }}"
 
+- name: Restore a copy of the run's backup into a rehearsal's new scratch database
+  ledgermind.migrations.pg_backup_restore:
+    database_url: "{{ scratch_url }}"
+    src: "{{ pg_backup_report.path }}"
+    restore_into: scratch
+    exclude_triggers: [ledgermind_write_log]
+    expected_column_type: text[]
+    expected_run_id: "{{ ledgermind_run.id }}"
+
 - name: Show what a restore would do
   ledgermind.migrations.pg_backup_restore:
     database_url: "{{ ledgermind_db | ledgermind.migrations.libpq_url }}"
@@ -111,6 +152,18 @@ restored_entries:
   type: list
   elements: str
   sample: [TABLE public ml_features, TABLE DATA public ml_features, CONSTRAINT public ml_features ml_features_pkey]
+excluded_entries:
+  description: The archive entries of the table left out (O(exclude_triggers)), as C(<type> <schema> <name>).
+  returned: success
+  type: list
+  elements: str
+  sample: [TRIGGER public ml_features ledgermind_write_log]
+restored_identity:
+  description:
+    - With O(restore_into=scratch), the copy's identity read back after the restore (in check mode, not read);
+      its C(column_type) is the archived one.
+  returned: success, with O(restore_into=scratch) outside check mode
+  type: dict
 sha256:
   description: The archive's verified SHA-256.
   returned: success
@@ -229,6 +282,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     table_entries,
     toc_list_text,
     verify_archive,
+    without_triggers,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
     identity_mismatches,
@@ -249,9 +303,11 @@ def dbname_conninfo(application_name: str) -> str:
     return f"application_name='{value}'"
 
 
-def restore_argv(pg_restore: str, list_file: str, src: str, application_name: str) -> list[str]:
+def restore_argv(pg_restore: str, list_file: str, src: str, application_name: str, scratch: bool = False) -> list[str]:
+    """pg_restore's command line; a scratch copy (``scratch``) keeps neither the archived owner nor privileges."""
     return [
         pg_restore, "--single-transaction", "--clean", "--if-exists", "--exit-on-error", "--no-password",
+        *(["--no-owner", "--no-privileges"] if scratch else []),
         f"--use-list={list_file}", f"--dbname={dbname_conninfo(application_name)}", src,
     ]
 
@@ -317,6 +373,35 @@ def identity_refusal(src: str, recorded: dict[str, Any], current: dict[str, Any]
     )
 
 
+# The fields naming the database (not the table) in an identity (_queries.IDENTITY_FIELDS).
+DATABASE_IDENTITY_FIELDS = ("system_identifier", "database", "database_oid", "database_uuid")
+
+
+def scratch_refusal(src: str, recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """Why a scratch copy of the archive (``recorded`` identity) may not go into the target (``current``), or None:
+    another table than the archived one, the archived database itself, or a target that already has the table."""
+    archived = "{}.{}".format(recorded.get("schema"), recorded.get("table"))
+    named = "{}.{}".format(current.get("schema"), current.get("table"))
+    if archived != named:
+        return (
+            f"refusing to restore a scratch copy of {src} as {named}: the archive is of {archived}, and a scratch "
+            f"copy keeps the archived table's name. Restore {archived}; nothing was changed."
+        )
+    same = {name: recorded.get(name) for name in DATABASE_IDENTITY_FIELDS}
+    if not identity_mismatches(dict(same, schema=None, table=None), dict(current, schema=None, table=None)):
+        return (
+            f"refusing to restore a scratch copy of {src} into {describe(current)}: that is the archived database "
+            "itself, and a scratch copy goes into another, new database. To restore this database's table from its "
+            "backup use restore_into=same_database; nothing was changed."
+        )
+    if current.get("table_oid") is not None:
+        return (
+            f"refusing to restore a scratch copy of {src} into {describe(current)}: the table already exists there, "
+            "and a scratch copy never replaces a table. Restore into a new, empty database; nothing was changed."
+        )
+    return None
+
+
 def header_refusal(src: str, listing: str, recorded: dict[str, Any]) -> str | None:
     """Why the archive's own header (``pg_restore --list``) contradicts its sidecar's database, or None."""
     match = _TOC_DBNAME.search(listing)
@@ -338,6 +423,8 @@ def main() -> None:
         schema=dict(type="str"),
         table=dict(type="str"),
         pg_restore_path=dict(type="path"),
+        restore_into=dict(type="str", default="same_database", choices=["same_database", "scratch"]),
+        exclude_triggers=dict(type="list", elements="str", default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -381,10 +468,12 @@ def main() -> None:
         fail(f"{src} is an archive of the whole database: name the table to restore (table)")
         return
 
-    # Whose database this is, read on our own connection; another database's archive is refused here.
+    scratch = params["restore_into"] == "scratch"
+    # Whose database this is, read on our own connection; another database's archive is refused here, and a
+    # scratch copy is refused in the archived database itself or over an existing table.
     current = read_identity(module, schema, table, recorded.get("column"))
     result["target_identity"] = current
-    refusal = identity_refusal(src, recorded, current)
+    refusal = scratch_refusal(src, recorded, current) if scratch else identity_refusal(src, recorded, current)
     if refusal:
         fail(refusal)
 
@@ -420,12 +509,14 @@ def main() -> None:
     entries = table_entries(parse_toc(listing.stdout), schema, table)
     if not entries:
         fail(f"archive {src} holds no table {schema}.{table}")
+    entries, excluded = without_triggers(entries, table, params["exclude_triggers"])
     result["restored_entries"] = [entry.label for entry in entries]
+    result["excluded_entries"] = [entry.label for entry in excluded]
 
     workdir = tempfile.mkdtemp(prefix="pg_backup_restore.")
     try:
         list_file = os.path.join(workdir, "restore.list")
-        argv = restore_argv(pg_restore, list_file, src, env["PGAPPNAME"])
+        argv = restore_argv(pg_restore, list_file, src, env["PGAPPNAME"], scratch)
         result["command"] = argv
         if module.check_mode:
             result.update(changed=True, duration_seconds=round(time.monotonic() - started, 3))
@@ -443,7 +534,20 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    result.update(changed=True, duration_seconds=round(time.monotonic() - started, 3))
+    result["changed"] = True
+    if scratch:
+        # The copy is the archived table: its column has the type the archive recorded.
+        restored = read_identity(module, schema, table, recorded.get("column"))
+        result["restored_identity"] = restored
+        recorded_type = recorded.get("column_type")
+        if restored.get("table_oid") is None or (
+                recorded_type and not same_type(recorded_type, restored.get("column_type") or "")):
+            fail(
+                f"the scratch copy of {schema}.{table} restored from {src} is not the archived table: the archive "
+                f"recorded column {recorded.get('column')} as {recorded_type}, the copy has "
+                f"{restored.get('column_type') if restored.get('table_oid') is not None else 'no such table'}"
+            )
+    result["duration_seconds"] = round(time.monotonic() - started, 3)
     module.exit_json(**result)
 
 
