@@ -2,11 +2,18 @@
 
 AWX gives every job a private data directory: ``inventory/`` (its inventory, as JSON), ``env/extravars``
 (the survey answers, the job template's extra_vars, the credentials' injected extra vars and the
-``awx_*`` variables), ``env/settings``, and the project checkout. ``AwxJob`` builds one from the AWX
+``awx_*`` variables), ``env/settings``, and the project checkout. ``AwxJobs`` builds one from the AWX
 objects as code (inventories/awx/group_vars/all): the inventory's variables and groups, the credential
 types' injectors rendered in a Jinja sandbox as AWX renders them, the surveys' defaults. Only the
 host differs: a local-connection host whose credential inputs point at a scratch database of the
 local stack (``scripts/stack reset``). Nothing is mocked.
+
+``AwxWorkflow`` runs a workflow's graph the way AWX's workflow manager does (awx.main.scheduler.dag_workflow and
+WorkflowJobNode.get_job_kwargs, AWX 24.6.1): the survey's answers checked as AWX checks them, a node run when an edge
+into it fires, each job launched through ``AwxJobs`` with its parents' artifacts under the workflow's answers, an
+approval decided by the test (approved, denied, timed out), the workflow failed when a failed node has no failure or
+always edge; and every notification AWX would send on the way, rendered from the notification templates with the
+contexts AWX gives them (tests/unit/awx/awx_model.py).
 """
 from __future__ import annotations
 
@@ -27,6 +34,10 @@ import stackdb
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from stackdb import drop_database, server_url, with_db
+
+# The AWX model shared with the unit tests (surveys, notification contexts and rendering, the graph).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "awx"))
+import awx_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -143,6 +154,9 @@ class JobResult:
     artifact_data: dict[str, Any]
     report: dict[str, Any] | None
     events: list[dict[str, Any]]
+    job_id: int = 0
+    template: str = ""
+    extra_vars: dict[str, Any] | None = None
 
     def describe(self) -> str:
         return f"status={self.status} rc={self.rc}\n{self.stdout[-4000:]}"
@@ -191,7 +205,9 @@ class AwxJobs:
         return {"all": {"vars": inventory["variables"], "children": list(groups)},
                 **groups, "_meta": {"hostvars": {host: hostvars}}}
 
-    def launch(self, template_name: str, extra_vars: dict[str, Any] | None = None) -> JobResult:
+    def launch(self, template_name: str, extra_vars: dict[str, Any] | None = None, *,
+               launched_by: str | None = AWX_USER, launch_type: str = "workflow") -> JobResult:
+        """A job of this template; ``launched_by=None`` as a schedule launches it (AWX then sets no awx_user_*)."""
         template = self.template(template_name)
         job_id = next(self.job_ids)
         private = self.tmp / f"job_{job_id}"
@@ -206,10 +222,10 @@ class AwxJobs:
             **survey,
             **(self.credential_extra_vars(files_dir) if template.get("credentials") else {}),
             "awx_job_id": job_id, "tower_job_id": job_id,
-            "awx_job_launch_type": "workflow",
+            "awx_job_launch_type": launch_type,
             "awx_job_template_name": template_name,
-            "awx_user_name": AWX_USER, "tower_user_name": AWX_USER,
-            "awx_user_email": f"{AWX_USER}@ledgermind.invalid",
+            **({"awx_user_name": launched_by, "tower_user_name": launched_by,
+                "awx_user_email": f"{launched_by}@ledgermind.invalid"} if launched_by else {}),
             **(extra_vars or {}),
         }
         (private / "env" / "extravars").write_text(yaml.safe_dump(extravars))
@@ -230,9 +246,148 @@ class AwxJobs:
         written = sorted(set(self.report_dir.glob("*.json")) - reports_before) if self.report_dir.exists() else []
         report = json.loads(written[-1].read_text()) if written else None
         return JobResult(status=runner.status, rc=runner.rc, stdout=runner.stdout.read(),
-                         artifact_data=artifact_data, report=report, events=events)
+                         artifact_data=artifact_data, report=report, events=events, job_id=job_id,
+                         template=template_name, extra_vars=extravars)
 
 
 @pytest.fixture
 def awx_jobs(scratch_db, tmp_path) -> AwxJobs:
     return AwxJobs(scratch_db, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- workflows
+
+
+class SurveyRefused(Exception):
+    """AWX refuses the launch (variables_needed_to_start): no job starts."""
+
+
+@dataclass
+class Notification:
+    template: str  # the notification template's name
+    event: str  # started, success, error, or workflow_approval.<status>
+    source: str  # the job template, workflow or approval node it was sent for
+    message: str  # what Slack or an e-mail subject shows
+    body: dict[str, Any]  # what the webhook posts
+
+
+@dataclass
+class WorkflowResult:
+    status: str  # successful or failed
+    explanation: str
+    jobs: dict[str, JobResult]  # by node identifier, the nodes that ran a job
+    approvals: dict[str, str]  # by node identifier: approved, denied or timed_out
+    ran: list[str]  # node identifiers in the order they finished
+    notifications: list[Notification]
+
+    def sent(self, template: str) -> list[Notification]:
+        return [n for n in self.notifications if n.template == template]
+
+    def describe(self) -> str:
+        return "\n".join([f"workflow {self.status}: ran {self.ran}; {self.explanation}"]
+                         + [f"--- {i} ({j.template}):\n{j.describe()}" for i, j in self.jobs.items()])
+
+
+class AwxWorkflow:
+    """Runs a workflow of the AWX data as AWX's workflow manager would (see the module docstring)."""
+
+    SurveyRefused = SurveyRefused  # for the tests, which do not import conftest
+
+    def __init__(self, jobs: AwxJobs, name: str) -> None:
+        self.jobs = jobs
+        self.workflow = next(w for w in jobs.data["controller_workflows"] if w["name"] == name)
+        self.nodes = awx_model.workflow_nodes(self.workflow)
+        self.notification_templates = {n["name"]: n for n in jobs.data["controller_notifications"]}
+
+    def _notify(self, owner: dict[str, Any], event: str, context: dict[str, Any], source: str,
+                sent: list[Notification], approval_status: str | None = None) -> None:
+        key = "approvals" if event == "workflow_approval" else event
+        for name in owner.get(f"notification_templates_{key}", []):
+            message, body = awx_model.render_notification(self.notification_templates[name], event, context,
+                                                          approval_status)
+            label = f"workflow_approval.{approval_status}" if approval_status else event
+            sent.append(Notification(name, label, source, message, body))
+
+    def run(self, answers: dict[str, Any] | None = None, *, approval: str = "approved",
+            launched_by: str | None = AWX_USER, faults: dict[str, dict[str, Any]] | None = None) -> WorkflowResult:
+        """``approval``: approved, denied or timed_out. ``faults``: extra vars for one node's job (by identifier), to
+        make it fail the way a real failure would; AWX has no such thing, it stands for the failure."""
+        survey = self.workflow.get("survey_spec", {})
+        # AWX fills in the defaults, then checks every answer; a wrong one refuses the launch.
+        launch_vars = {**awx_model.survey_defaults(survey), **(answers or {})} if survey else dict(answers or {})
+        errors = awx_model.survey_answer_errors(survey, launch_vars) if survey else []
+        if errors:
+            raise SurveyRefused(errors)
+        workflow_vars = {**self.workflow.get("extra_vars", {}), **launch_vars}
+        workflow_job_id = next(self.jobs.job_ids)
+        sent: list[Notification] = []
+        wf_context = {"workflow": True, "launched_by": launched_by, "extra_vars": workflow_vars,
+                      "limit": "", "inventory": self.workflow.get("inventory", "")}
+        self._notify(self.workflow, "started",
+                     awx_model.job_context(workflow_job_id, self.workflow["name"], "running", **wf_context),
+                     self.workflow["name"], sent)
+
+        status: dict[str, str] = {}
+        ancestors: dict[str, dict[str, Any]] = {}  # each node's ancestor_artifacts
+        jobs: dict[str, JobResult] = {}
+        approvals: dict[str, str] = {}
+        ran: list[str] = []
+        fired: dict[str, list[str]] = {}  # node -> the parents whose edge into it fired, in order
+        ready = sorted(awx_model.roots(self.workflow))
+        while ready:
+            identifier = ready.pop(0)
+            node = self.nodes[identifier]
+            # WorkflowJobNode.get_job_kwargs: each parent's ancestor artifacts, then its job's artifacts.
+            inherited: dict[str, Any] = {}
+            for parent in fired.get(identifier, []):
+                inherited.update(ancestors[parent])
+                if parent in jobs:
+                    inherited.update(jobs[parent].artifact_data)
+            ancestors[identifier] = inherited
+            if "approval_node" in node:
+                name = node["approval_node"]["name"]
+                self._notify(self.workflow, "workflow_approval",
+                             awx_model.approval_context("running", name, workflow_job_id, launched_by=launched_by or "",
+                                                        extra_vars=workflow_vars), name, sent, "running")
+                approvals[identifier] = approval
+                self._notify(self.workflow, "workflow_approval",
+                             awx_model.approval_context(approval, name, workflow_job_id, launched_by=launched_by or "",
+                                                        extra_vars=workflow_vars), name, sent, approval)
+                status[identifier] = "successful" if approval == "approved" else "failed"
+            else:
+                template_name = node["unified_job_template"]
+                template = self.jobs.template(template_name)
+                # Artifacts over the node's own variables; the workflow's answers over both.
+                extra = {**inherited, **workflow_vars, **(faults or {}).get(identifier, {}),
+                         "awx_workflow_job_id": workflow_job_id, "awx_workflow_job_name": self.workflow["name"]}
+                job = self.jobs.launch(template_name, extra, launched_by=launched_by)
+                jobs[identifier] = job
+                status[identifier] = "successful" if job.status == "successful" else "failed"
+                event = "success" if status[identifier] == "successful" else "error"
+                self._notify(template, event, awx_model.job_context(
+                    job.job_id, template_name, status[identifier], artifacts=job.artifact_data,
+                    launched_by=launched_by, playbook=template["playbook"], extra_vars=job.extra_vars), template_name,
+                    sent)
+            ran.append(identifier)
+            edges = ["success_nodes" if status[identifier] == "successful" else "failure_nodes", "always_nodes"]
+            for edge in edges:
+                for child in awx_model.children(node, edge):
+                    fired.setdefault(child, []).append(identifier)
+                    if child not in ready:
+                        ready.append(child)
+        # dag_workflow.has_workflow_failed: a failed node with no failure or always edge fails the workflow.
+        unhandled = [i for i, s in status.items() if s == "failed"
+                     and not awx_model.children(self.nodes[i], "failure_nodes")
+                     and not awx_model.children(self.nodes[i], "always_nodes")]
+        outcome = "failed" if unhandled else "successful"
+        failed_nodes = ",".join(f"({i},failed)" for i in unhandled)
+        explanation = f"No error handling path for workflow job node(s) [{failed_nodes}]" if unhandled else ""
+        self._notify(self.workflow, "success" if outcome == "successful" else "error",
+                     awx_model.job_context(workflow_job_id, self.workflow["name"], outcome, explanation=explanation,
+                                           **wf_context), self.workflow["name"], sent)
+        return WorkflowResult(outcome, explanation, jobs, approvals, ran, sent)
+
+
+@pytest.fixture
+def awx_workflow(awx_jobs) -> AwxWorkflow:
+    return AwxWorkflow(awx_jobs, "Tokens migration with rollback")

@@ -1,7 +1,8 @@
 """The AWX objects as code (inventories/awx/group_vars/all), loaded the way Ansible reads them.
 
-``!unsafe`` marks the AWX-side Jinja (injector templates, inventory variables) that Ansible must not
-render while applying the data; here it loads as the plain string AWX receives.
+``awx_data`` is every variable rendered by Ansible itself for awx_configure.yml (awx_model.load_awx_data): vault
+placeholders filled in, the notification switch applied, ``!unsafe`` AWX-side Jinja (injector templates, inventory
+variables, notification messages) left as the text AWX receives. ``yaml_loader`` reads a file as it is written.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from awx_model import load_awx_data
 
 REPO = Path(__file__).resolve().parents[3]
 AWX_DATA = REPO / "inventories" / "awx" / "group_vars" / "all"
@@ -29,7 +31,13 @@ def load_yaml(path: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def awx_data() -> dict[str, Any]:
-    """Every variable of inventories/awx/group_vars/all, merged."""
+    """Every variable of inventories/awx/group_vars/all, rendered as awx_configure.yml gets it."""
+    return load_awx_data()
+
+
+@pytest.fixture(scope="session")
+def awx_data_as_written() -> dict[str, Any]:
+    """The same variables as they are written (Jinja unrendered)."""
     data: dict[str, Any] = {}
     for path in sorted(AWX_DATA.glob("*.yml")):
         data.update(load_yaml(path) or {})
