@@ -83,6 +83,12 @@ options:
             is a performance degradation.
         type: int
         default: 1000
+      rehearsal:
+        description:
+          - The rehearsal on a scratch copy (C(migration_rehearsal_report)). Without a rollback in the run, it decides
+            C(Rollback plan tested) (PASS when it passed and the scratch database was dropped), and a restore it
+            proved is added to C(Backup created and verified)'s evidence.
+        type: dict
       stopped_before_migration:
         description:
           - The run stopped before the real migration as asked (pre-flight, backup and rehearsal only, the first node
@@ -157,7 +163,7 @@ PASS = 'pass'
 FAIL = 'fail'
 SKIPPED = 'skipped'
 WOULD_RUN = 'would run'
-PHASES = ('preflight', 'backup', 'migrate', 'validate', 'deploy', 'smoke')
+PHASES = ('preflight', 'backup', 'rehearsal', 'migrate', 'validate', 'deploy', 'smoke')
 KINDS = ('migrate', 'rollback')
 
 PREFLIGHT = 'Pre-flight checks completed (schema, row counts, samples)'
@@ -177,7 +183,7 @@ RESTORE = 'Restored from backup (worst case)'
 # The inputs the sign-off reads; any other key is carried into the report as it is.
 INPUT_KEYS = ('kind', 'check_mode', 'preflight', 'backup', 'migration', 'validation', 'deploy', 'smoke', 'rollback',
               'failure', 'restore_requested', 'lock_timeout_ms', 'latency', 'proof', 'host', 'deployed_by',
-              'awx_job_id', 'date', 'finished', 'notes', 'stopped_before_migration')
+              'awx_job_id', 'date', 'finished', 'notes', 'stopped_before_migration', 'rehearsal')
 
 Judged = tuple[str, str]  # (status, evidence)
 
@@ -286,7 +292,7 @@ def judge_preflight(preflight: Mapping[str, t.Any], failure: Mapping[str, t.Any]
 
 
 def judge_backup(backup: Mapping[str, t.Any], preflight: Mapping[str, t.Any], failure: Mapping[str, t.Any],
-                 check_mode: bool) -> Judged:
+                 check_mode: bool, rehearsal: Mapping[str, t.Any] | None = None) -> Judged:
     path = text(backup.get('path'))
     if flag(backup.get('failed')):
         reason = text(backup.get('reason')) or (failure_text(failure) if failure else 'the backup failed')
@@ -298,6 +304,10 @@ def judge_backup(backup: Mapping[str, t.Any], preflight: Mapping[str, t.Any], fa
                            'and record its sha256')
     if path:
         evidence = '{} ({} bytes, sha256 {})'.format(path, backup.get('size_bytes'), backup.get('sha256'))
+        restored = mapping(rehearsal) if rehearsal else {}
+        if flag(restored.get('restore_proven')):
+            evidence += '; restored into scratch database {}, content equal to its fingerprint {} ({} rows)'.format(
+                restored.get('scratch_database'), restored.get('archive_fingerprint'), restored.get('rows'))
         if flag(backup.get('verified')):
             return PASS, evidence
         return FAIL, f'{evidence}: not verified (pg_restore did not read it back whole)'
@@ -409,11 +419,27 @@ def judge_performance(migration: Mapping[str, t.Any], check_mode: bool, lock_tim
     return (PASS if flag(latency.get('ok')) else FAIL), evidence
 
 
-def judge_rollback_plan(rollback: Mapping[str, t.Any]) -> Judged:
+def judge_rollback_plan(rollback: Mapping[str, t.Any], rehearsal: Mapping[str, t.Any] | None = None,
+                        failure: Mapping[str, t.Any] | None = None) -> Judged:
+    """A rollback that ran in this run is the plan tested for real; else the rehearsal on a scratch copy."""
     if rollback:
         return (PASS if flag(rollback.get('ok')) else FAIL), with_proof(
             text(rollback.get('summary')) or 'the rollback recorded no summary', rollback.get('proof'))
-    return SKIPPED, 'no rollback in this run'
+    rehearsal = rehearsal or {}
+    if failure and failed_phase(failure) == 'rehearsal':
+        return FAIL, text(rehearsal.get('failure')) or failure_text(failure)
+    if not rehearsal or flag(rehearsal.get('skipped')):
+        return SKIPPED, text(rehearsal.get('summary')) or 'no rollback and no rehearsal in this run'
+    if flag(rehearsal.get('check_mode')):
+        return WOULD_RUN, text(rehearsal.get('summary')) or 'check mode: would rehearse on a scratch copy'
+    steps = {text(step.get('name')): step for step in rehearsal.get('steps') or [] if isinstance(step, Mapping)}
+    rolled = '; '.join(f"{name}: {text(steps[name].get('evidence'))}" for name in ('rollback', 'verify_rollback')
+                       if name in steps)
+    evidence = 'rehearsed on a scratch copy of the verified backup: ' + text(rehearsal.get('summary')) + (
+        f' ({rolled})' if rolled else '')
+    if flag(rehearsal.get('ok')) and flag(rehearsal.get('dropped')):
+        return PASS, evidence
+    return FAIL, text(rehearsal.get('failure')) or evidence
 
 
 def judge_rollback_verified(rollback: Mapping[str, t.Any], failure: Mapping[str, t.Any], proof: t.Any) -> Judged:
@@ -473,14 +499,15 @@ def signoff_items(inputs: Mapping[str, t.Any]) -> list[dict[str, str]]:
     else:
         judged = [
             (PREFLIGHT, judge_preflight(preflight, failure)),
-            (BACKUP, judge_backup(mapping(inputs.get('backup')), preflight, failure, check_mode)),
+            (BACKUP, judge_backup(mapping(inputs.get('backup')), preflight, failure, check_mode,
+                                  mapping(inputs.get('rehearsal')))),
             (MIGRATION, judge_migration(migration, failure, check_mode, 'migrate')),
             (VALIDATION, judge_validation(records(inputs.get('validation')), preflight, failure, check_mode, proof)),
             (DEPLOY, judge_phase_report(deploy, 'deploy', failure, check_mode)),
             (SMOKE, judge_phase_report(smoke, 'smoke', failure, check_mode)),
             (PERFORMANCE, judge_performance(migration, check_mode, inputs.get('lock_timeout_ms'),
                                             mapping(inputs.get('latency')))),
-            (ROLLBACK_PLAN, judge_rollback_plan(rollback)),
+            (ROLLBACK_PLAN, judge_rollback_plan(rollback, mapping(inputs.get('rehearsal')), failure)),
         ]
     return [{'item': item, 'status': status, 'evidence': evidence} for item, (status, evidence) in judged]
 

@@ -129,7 +129,7 @@ MIGRATE_CASES = [
                      'lock_timeout_ms': '5000'}, 'pass', 'longest wait 4.5s'),
     (s.PERFORMANCE, {'migration': dict(MIGRATION, lock_waits={})}, 'skipped', 'no migration ran'),
     # Rollback plan
-    (s.ROLLBACK_PLAN, {}, 'skipped', 'no rollback in this run'),
+    (s.ROLLBACK_PLAN, {}, 'skipped', 'no rollback and no rehearsal in this run'),
     (s.ROLLBACK_PLAN, {'rollback': ROLLBACK}, 'pass', ROLLBACK['summary']),
     (s.ROLLBACK_PLAN, {'rollback': {'ok': False, 'summary': "Automatic rollback FAILED at 'x': y"}},
      'fail', "Automatic rollback FAILED at 'x': y"),
@@ -383,3 +383,32 @@ def test_a_run_stopped_before_the_migration_is_ready_for_approval_never_passed()
     # A failure still wins, and check mode says CHECK MODE.
     assert s.signoff(dict(stopped, failure={'task': 'Back up', 'msg': 'disk full'}))['verdict'] == 'FAILED'
     assert s.signoff(dict(stopped, check_mode=True))['verdict'] == 'CHECK MODE'
+
+
+REHEARSAL = {'ok': True, 'dropped': True, 'restore_proven': True, 'scratch_database': 'lm_x_lm_rehearsal_1234abcd',
+             'archive_fingerprint': 'f00d', 'rows': 2000, 'summary': 'migration took 1.2 s (lock held 0.4 s)',
+             'steps': [{'name': 'rollback', 'evidence': 'downgraded'},
+                       {'name': 'verify_rollback', 'evidence': 'text[]'}]}
+
+
+@pytest.mark.parametrize(('rehearsal', 'failure', 'status', 'words'), [
+    (REHEARSAL, {}, s.PASS, 'rehearsed on a scratch copy of the verified backup: migration took 1.2 s'),
+    (dict(REHEARSAL, dropped=False), {}, s.FAIL, 'rehearsed'),
+    (dict(REHEARSAL, ok=False, failure='validate: fingerprint differs'), {'task': 'Rehearse', 'msg': 'x',
+                                                                          'phase': 'rehearsal'},
+     s.FAIL, 'validate: fingerprint differs'),
+    ({'skipped': True, 'summary': 'rehearsal off (ledgermind_rehearsal=false)'}, {}, s.SKIPPED, 'rehearsal off'),
+    (dict(REHEARSAL, check_mode=True), {}, s.WOULD_RUN, 'migration took'),
+])
+def test_the_rehearsal_decides_the_rollback_plan_item(rehearsal, failure, status, words) -> None:
+    assert s.judge_rollback_plan({}, rehearsal, failure)[0] == status
+    assert words in s.judge_rollback_plan({}, rehearsal, failure)[1]
+
+
+def test_a_restore_the_rehearsal_proved_is_backup_evidence() -> None:
+    report = s.signoff(dict(MIGRATE_RUN, rehearsal=REHEARSAL))
+    backup = next(i for i in report['items'] if i['item'] == 'Backup created and verified')
+    assert backup['status'] == s.PASS and 'restored into scratch database lm_x_lm_rehearsal_1234abcd' in \
+        backup['evidence']
+    plan = next(i for i in report['items'] if i['item'] == 'Rollback plan tested')
+    assert plan['status'] == s.PASS and report['verdict'] == 'PASSED'
