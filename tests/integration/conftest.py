@@ -15,6 +15,8 @@ HERE = Path(__file__).resolve().parent
 DOCKER_SUITES = ("app",)
 
 
+# tryfirst: xdist's loadgroup reads the markers in its own pytest_collection_modifyitems.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
         return

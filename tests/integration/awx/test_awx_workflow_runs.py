@@ -35,7 +35,7 @@ def assert_one_line_payloads(result) -> None:
 def test_approved_the_workflow_migrates_with_the_rehearsals_figures_handed_on(awx_workflow, scratch_db):
     original = scratch_db.state()
 
-    result = awx_workflow.run({"ledgermind_notes": "CHG-1313"}, approval="approved")
+    result = awx_workflow.run({"ledgermind_notes": "CHG-1313", "ledgermind_rehearsal": "true"}, approval="approved")
 
     assert result.status == "successful", result.describe()
     assert result.ran == ["rehearse", "approve", "migrate"]
@@ -51,6 +51,8 @@ def test_approved_the_workflow_migrates_with_the_rehearsals_figures_handed_on(aw
                          "preflight_summary", "backup_path", "conversion", "conversion_rule"}
     assert gate["backup_path"] == rehearse.report["backup"]["path"] and Path(gate["backup_path"]).is_file()
     assert gate["conversion"] == "in_place" and "1000 rows" in gate["preflight_summary"]
+    # The rehearsal ran on a scratch copy and handed its figures on.
+    assert gate["rehearsal_ok"] is True and gate["expected_migration_seconds"] > 0, gate
     # What AWX hands the migrate node: the rehearsal's artifacts (through the approval), under the workflow's answers.
     assert migrate.extra_vars["ledgermind_gate"] == rehearse.artifact_data["ledgermind_gate"]
     assert migrate.extra_vars["ledgermind_notes"] == "CHG-1313"
@@ -141,10 +143,7 @@ def test_a_failing_migration_is_rolled_back_against_its_own_backup_and_the_workf
     assert result.notifications[5].body["event"] == "rollback_finished"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (playbook, not AWX data): inside the approved migrate job the rehearsal's ledgermind_backup_path(s) arrive "
-    "as extra vars, and migration_rollback_backup_path prefers them over the job's own backup: its automatic restore "
-    "would use the older archive, discarding the writes made while the approval waited"))
+# The rehearsal job hands its archive over in ledgermind_gate only, never as the migrate job's restore source.
 def test_the_migrate_jobs_own_automatic_restore_uses_its_own_backup(awx_workflow, scratch_db):
     result = awx_workflow.run(
         {"ledgermind_auto_rollback": "true", "migration_rollback_restore_from_backup": "true"},
