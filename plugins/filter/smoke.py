@@ -75,10 +75,11 @@ def stayed_check(stayed: Any, was: Mapping[str, Any]) -> dict[str, Any]:
     if same:
         return {"name": name, "passed": True, "evidence": "container {} up since {}, RestartCount {}".format(
             was_id[:12], was.get("started_at"), was.get("restart_count"))}
-    return {"name": name, "passed": False, "evidence": (
-        "restarted after it became ready (crashed and brought back by its restart policy): RestartCount {} -> {}, "
-        "StartedAt {} -> {}, {}").format(was.get("restart_count"), now.get("restart_count"), was.get("started_at"),
-                                        now.get("started_at"), now.get("status"))}
+    template = ("restarted after it became ready (crashed and brought back by its restart policy): RestartCount {} -> "
+                "{}, StartedAt {} -> {}, {}")
+    evidence = template.format(was.get("restart_count"), now.get("restart_count"), was.get("started_at"),
+                               now.get("started_at"), now.get("status"))
+    return {"name": name, "passed": False, "evidence": evidence}
 
 
 def smoke_verdict(inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -100,8 +100,6 @@ def running_lines(output: str) -> list[str]:
     return [m.group(0) for m in (_RUNNING_LINE.search(line) for line in output.splitlines()) if m]
 
 
-
-
 def last_error_line(result: Any) -> str:
     """The line worth showing from a failed Alembic run: its ``FAILED:`` line (Alembic prints
     those on stdout) or the last exception line of a traceback on stderr."""

@@ -17,7 +17,7 @@ import typing as t
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._redact import redact, redact_url  # noqa: F401
+from ansible_collections.ledgermind.migrations.plugins.module_utils._redact import redact
 
 try:
     import psycopg2

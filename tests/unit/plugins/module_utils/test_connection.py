@@ -5,6 +5,7 @@ import psycopg2.extensions
 import pytest
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils import _connection as c
+from ansible_collections.ledgermind.migrations.plugins.module_utils import _redact
 
 
 def test_argument_spec_defaults_and_secrets() -> None:
@@ -31,7 +32,7 @@ def test_argument_spec_defaults_and_secrets() -> None:
     ('nothing to see', 'nothing to see'),
 ])
 def test_redact_url(text: str, redacted: str) -> None:
-    assert c.redact_url(text) == redacted
+    assert _redact.redact_url(text) == redacted
 
 
 def test_redact_known_secrets_longest_first() -> None:
