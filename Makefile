@@ -11,7 +11,7 @@ DEMO_ROWS ?= 10000
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test lint sanity unit integration molecule bench stack-up stack-down docker-up docker-down clean
+.PHONY: setup demo test lint sanity unit integration molecule bench stack-up stack-down docker-up docker-down clean matrix
 
 setup: $(STAMP) $(COLLECTION_LINK) $(GET_PIP_CACHE)
 
@@ -80,6 +80,12 @@ integration: stack-up docker-up
 # the scenario database lm_molecule.
 molecule: stack-up docker-up
 	eval "$$(scripts/stack env lm_molecule)" && $(BIN)/molecule test --all
+
+# The collection on the oldest ansible-core meta/runtime.yml accepts and on the newest (scripts/matrix): unit tests,
+# ansible-doc for every module and filter, ansible-test sanity and module integration tests against the local stack,
+# each version in its own venv under .matrix/ (reused while its pins are unchanged); a table at the end.
+matrix: stack-up
+	scripts/matrix
 
 # The runbook's bare commands timed side by side with the playbooks' phases, at 10K and 1M rows
 # (BENCH_ARGS=--10m adds 10M; --sizes, --reps): results/bench.{json,md,png}. See README "Benchmark".
