@@ -173,7 +173,8 @@ def probe_once(module: AnsibleModule) -> tuple[int, t.Any, str, str]:
     status = int(info.get('status', -1))
     if status == -1:
         return -1, None, '', 'no answer: {}'.format(info.get('msg') or 'unknown error')
-    raw = response.read() if response is not None else info.get('body', b'')
+    # On an HTTP error fetch_url has already read the answer into info['body'] (the response it returns is spent).
+    raw = info['body'] if 'body' in info else (response.read() if response is not None else b'')
     text = raw.decode('utf-8', 'replace') if isinstance(raw, bytes) else str(raw or '')
     try:
         payload = json.loads(text) if text.strip() else None

@@ -34,3 +34,20 @@ def test_transport_options_are_ansibles_own_and_headers_are_never_logged():
     spec = http_probe.argument_spec()
     assert {'validate_certs', 'ca_path', 'client_cert', 'use_proxy'} <= set(spec)
     assert spec['headers']['no_log'] is True
+
+
+class _Spent:
+    """fetch_url's answer to an HTTP error: already read, so read() gives nothing."""
+
+    def read(self):
+        return b''
+
+
+def test_an_http_errors_body_is_judged(monkeypatch):
+    class Module:
+        params = {'headers': {}, 'body': None, 'url': 'http://x/ready', 'method': 'GET', 'timeout': 1,
+                  'ca_path': None}
+    monkeypatch.setattr(http_probe, 'fetch_url', lambda *a, **k: (_Spent(), {'status': 503, 'body': b'{"ok": false}'}))
+    assert http_probe.probe_once(Module()) == (503, {'ok': False}, '{"ok": false}', '')
+    monkeypatch.setattr(http_probe, 'fetch_url', lambda *a, **k: (None, {'status': -1, 'msg': 'refused'}))
+    assert http_probe.probe_once(Module())[3] == 'no answer: refused'
