@@ -13,10 +13,12 @@ import argparse
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 
 BACKEND_DIR = Path(__file__).resolve().parent.parent / "examples" / "backend"
@@ -94,13 +96,33 @@ def connect_maintenance(url: str) -> psycopg2.extensions.connection:
     raise ResetError(f"cannot connect to the server: {one_line(last)}")
 
 
+def drop_database(cur, name: str, tries: int = 5) -> None:
+    """Drop database ``name`` on an autocommit cursor, whoever is still connected to it.
+
+    WITH (FORCE) (PostgreSQL 13+) ends sessions still connected, e.g. a previous demo's psql, but refuses, for a
+    role without pg_signal_backend, to end an autovacuum worker still cleaning up; a plain DROP DATABASE stops
+    autovacuum itself. So FORCE first, then this role's sessions ended and the plain DROP, a few times.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            if attempt == 1:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            else:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                            " AND pid <> pg_backend_pid() AND usename = current_user", (name,))
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            return
+        except (psycopg2.errors.InsufficientPrivilege, psycopg2.errors.ObjectInUse):
+            if attempt == tries:
+                raise
+            time.sleep(1)
+
+
 def recreate_database(url: str, name: str) -> None:
     conn = connect_maintenance(url)
     try:
         with conn.cursor() as cur:
-            # WITH (FORCE) (PostgreSQL 13+) ends sessions still connected to it, e.g. a
-            # previous demo's psql, which would otherwise make the drop fail.
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            drop_database(cur, name)
             # template0 + UTF8: the seed has non-ASCII tokens whatever template1's encoding is.
             cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
     except psycopg2.Error as exc:

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg2
 import pytest
-from psycopg2 import sql
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import reset_demo_db  # noqa: E402  (the one way the project drops a test database)
 
 
 def server_url() -> str:
@@ -69,11 +71,11 @@ def scalar(url: str, statement: str, params: Any = None, application_name: str =
 
 
 def drop_database(admin_url: str, name: str) -> None:
-    """DROP DATABASE ... WITH (FORCE), from the server's maintenance database."""
+    """Drop database ``name`` from the server's maintenance database, as scripts/reset_demo_db.py does."""
     conn = psycopg2.connect(with_db(admin_url, "postgres"), connect_timeout=10)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            reset_demo_db.drop_database(cur, name)
     finally:
         conn.close()

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
-from stackdb import server_url, with_db
+from stackdb import drop_database, server_url, with_db
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / ".build" / "collections"))
@@ -104,12 +104,12 @@ def run_playbook(tmp_path: Path, tasks: list[dict], extra: list[str] = ()) -> su
 
 def scratch_database(name: str, rows: int) -> Iterator[str]:
     admin = server_url()
-    psql(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(admin, name)
     psql(admin, f"CREATE DATABASE {name}")
     url = with_db(admin, name)
     psql(url, SEED_SQL.replace(":rows", str(rows)))
     yield url
-    psql(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(admin, name)
 
 
 @pytest.fixture
@@ -705,7 +705,7 @@ def test_under_live_writes_the_content_is_exactly_the_archives(db, tmp_path):
 
     # Into a scratch copy too, with plain pg_restore: the archive's rows are the content's, nothing else.
     copy = with_db(server_url(), "lm_test_backup_copy")
-    psql(server_url(), "DROP DATABASE IF EXISTS lm_test_backup_copy WITH (FORCE)")
+    drop_database(server_url(), "lm_test_backup_copy")
     psql(server_url(), "CREATE DATABASE lm_test_backup_copy")
     try:
         out = subprocess.run([pc.find_client("pg_restore"), "--no-owner", "-d", copy, result["path"]],
@@ -713,7 +713,7 @@ def test_under_live_writes_the_content_is_exactly_the_archives(db, tmp_path):
         assert out.returncode == 0, out.stderr
         assert integrity(copy)["fingerprint"] == content["fingerprint"]
     finally:
-        psql(server_url(), "DROP DATABASE IF EXISTS lm_test_backup_copy WITH (FORCE)")
+        drop_database(server_url(), "lm_test_backup_copy")
 
 
 def our_sessions(url: str) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg2
 import pytest
 from psycopg2 import sql
-from stackdb import reachable_server_url, with_db
+from stackdb import drop_database, reachable_server_url, with_db
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -61,12 +61,12 @@ def _admin(server_url: str, statement: str) -> None:
 
 @pytest.fixture(scope='session')
 def db_url(server_url: str) -> Iterator[str]:
-    _admin(server_url, 'DROP DATABASE IF EXISTS {} WITH (FORCE)')
+    drop_database(server_url, SCRATCH_DB)
     _admin(server_url, 'CREATE DATABASE {}')
     try:
         yield with_db(server_url, SCRATCH_DB)
     finally:
-        _admin(server_url, 'DROP DATABASE IF EXISTS {} WITH (FORCE)')
+        drop_database(server_url, SCRATCH_DB)
 
 
 @pytest.fixture
