@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from livewrites import assert_failed, assert_ok
+from livewrites import assert_content, assert_failed, assert_ok, content, writing
 
 # 50 ms once tokens is jsonb, nothing while it is text[]: "slower after the migration" on any machine.
 SLOW_AFTER = [{"name": "slow_after", "sql": (
@@ -43,3 +43,22 @@ def test_an_ordinary_migration_passes_with_the_measured_latency_as_evidence(pgdb
     for query in ("containment", "key_lookup", "recent_rows"):
         assert f"{query} p50 " in item["evidence"], item
     assert "lock waits:" in item["evidence"], item
+
+
+def test_live_writes_through_the_rehearsal_and_the_latency_measure_pass_and_survive(pgdb, playbook):
+    """The application keeps writing through the whole migrate (rehearsal on): its writes survive, the rehearsal
+    (on a copy of the backup) and the latency comparison (on the live table) both pass with evidence."""
+    rows = content(pgdb)
+    with writing(pgdb, new_keys=range(100_000, 110_000), update_keys=range(1, 501),
+                 delete_keys=range(1001, 1500)) as writer:
+        run = playbook.run("migrate_tokens.yml", "-e", "ledgermind_rehearsal=true")
+    assert_ok(run)
+    assert min(writer.counts["insert"], writer.counts["update"], writer.counts["delete"]) > 0, writer.counts
+    assert_content(pgdb, writer.expected(rows))
+    assert pgdb.state()["type"] == "jsonb"
+    assert performance(run.report)["status"] == "pass", performance(run.report)
+    rehearsed = next(i for i in run.report["items"] if i["item"] == "Rollback plan tested")
+    assert rehearsed["status"] == "pass" and "rehearsed on a scratch copy" in rehearsed["evidence"], rehearsed
+    # The scratch copy is gone; the real database is the only one of this test's left.
+    assert not pgdb.query("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                          (pgdb.name + "_lm_rehearsal_",))
