@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import annotations
 
-DOCUMENTATION = r"""
+DOCUMENTATION = r'''
 ---
 module: pg_backup_restore
 short_description: Restore one table from a verified pg_dump archive, in a single transaction
@@ -23,8 +23,18 @@ description:
   - Selects the table's entries from the archive's table of contents (the table, its data,
     indexes, constraints, foreign keys, triggers, defaults, owned sequences, comments and ACLs;
     not other tables' foreign keys pointing at it) and restores them with
-    C(pg_restore --single-transaction --clean --if-exists --exit-on-error --use-list), so the table
-    is dropped and recreated in one transaction and a failure leaves it exactly as it was.
+    C(pg_restore --single-transaction --clean --if-exists --use-list) as a script (written once, in a private
+    directory next to the archive, removed at the end), which C(psql) runs with C(ON_ERROR_STOP), so the table is
+    dropped and recreated in one transaction and a failure leaves it exactly as it was.
+  - B(Under the lock budget.) The restore's C(DROP)/C(ALTER)/C(CREATE) take C(ACCESS EXCLUSIVE) on the table, and a
+    statement waiting for that lock makes every application query on the table queue behind it. Each try therefore
+    runs with C(lock_timeout) set to O(lock_timeout_ms) (pg_restore's script sets C(lock_timeout = 0) in its header;
+    the module replaces that line), and a try that gives up on a lock (SQLSTATE C(55P03)) is rolled back whole and
+    retried after a back-off, at most O(lock_retries) tries. Giving up names the sessions holding locks on the table
+    (pid, application_name, state, how long their transaction has been open, the lock, the query), and says, read back
+    from the database, that the table is the one it was before (same table oid, same column type).
+  - The verdict is read from the database, not from the clients' exit codes - after the restore the table is read
+    back and must exist with the archived column type.
   - Works whatever the live table looks like (for example C(tokens) already converted to jsonb with
     an extra GIN index, which goes with the dropped table), or when it does not exist.
   - Works with archives of one table or of the whole database (only the table is restored).
@@ -104,6 +114,30 @@ options:
     type: list
     elements: str
     default: []
+  lock_timeout_ms:
+    description:
+      - Longest wait for a lock of one try, in milliseconds (the restore session's C(lock_timeout)); an application
+        query queued behind the restore waits at most about this long before the try gives up and lets it through.
+    type: int
+    default: 1000
+  lock_retries:
+    description:
+      - Tries at most. A try that fails on anything but a lock timeout is not retried.
+    type: int
+    default: 10
+  retry_delay:
+    description: Seconds after the first try that gave up on a lock; doubles after each one, up to O(max_retry_delay).
+    type: float
+    default: 2.0
+  max_retry_delay:
+    description: Longest wait between two tries, in seconds.
+    type: float
+    default: 30.0
+  psql_path:
+    description:
+      - psql that runs pg_restore's script. Default the one next to pg_restore (the same release, which knows the
+        script's meta-commands), else found as pg_restore is.
+    type: path
   pg_restore_path:
     description:
       - pg_restore to use.
@@ -111,15 +145,16 @@ options:
     type: path
 requirements:
   - psycopg2 (C(psycopg2-binary) from PyPI is enough), to read the target database's identity
+  - pg_restore and psql of the same release
 notes:
   - Objects of other tables that depend on the table (a foreign key referencing it, a view) make
     the restore fail, and roll back, rather than being dropped.
   - Owners and privileges are restored as archived; run as the table's owner or a superuser.
 seealso:
   - module: ledgermind.migrations.pg_backup_archive
-"""
+'''
 
-EXAMPLES = r"""
+EXAMPLES = r'''
 - name: Restore ml_features from the pre-migration backup of this run, and only from it
   ledgermind.migrations.pg_backup_restore:
     database_url: "{{ ledgermind_db | ledgermind.migrations.libpq_url }}"
@@ -143,9 +178,9 @@ EXAMPLES = r"""
     expected_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     table: ml_features
   check_mode: true
-"""
+'''
 
-RETURN = r"""
+RETURN = r'''
 restored_entries:
   description: The archive entries restored (in check mode, that would be), as C(<type> <schema> <name>).
   returned: success
@@ -160,9 +195,9 @@ excluded_entries:
   sample: [TRIGGER public ml_features ledgermind_write_log]
 restored_identity:
   description:
-    - With O(restore_into=scratch), the copy's identity read back after the restore (in check mode, not read);
-      its C(column_type) is the archived one.
-  returned: success, with O(restore_into=scratch) outside check mode
+    - The table's identity read back after the restore (in check mode, not read); its C(column_type) is the archived
+      one. After a failed restore, the identity read back to show the table is as it was.
+  returned: when the restore ran (not in check mode)
   type: dict
 sha256:
   description: The archive's verified SHA-256.
@@ -174,8 +209,37 @@ verified:
   returned: success
   type: bool
   sample: true
+attempts:
+  description:
+    - One entry per try (C(try), C(seconds), C(lock_timeout) whether it gave up on a lock, C(error) the failing
+      statement's error, empty on success).
+  returned: when the restore ran (not in check mode)
+  type: list
+  elements: dict
+  sample: [{try: 1, seconds: 1.04, lock_timeout: true, error: 'ERROR:  55P03: canceling statement due to lock timeout'},
+           {try: 2, seconds: 0.21, lock_timeout: false, error: ''}]
+lock_holders:
+  description:
+    - The sessions holding locks on the table, read on the module's own connection after the last try that gave up
+      on a lock (C(pid), C(usename), C(application_name), C(mode), C(state), C(transaction_seconds), C(query)).
+  returned: when a try gave up on a lock
+  type: list
+  elements: dict
+lock_timeout_ms:
+  description: O(lock_timeout_ms), the lock budget of each try.
+  returned: always
+  type: int
+  sample: 1000
+psql_command:
+  description: The psql command line that runs pg_restore's script (no secrets).
+  returned: success
+  type: list
+  elements: str
+  sample: [/usr/bin/psql, --no-psqlrc, --quiet, --no-password, --set=ON_ERROR_STOP=1, --set=VERBOSITY=verbose,
+           --file=/var/backups/ledgermind/pg_backup_restore.x/restore.sql,
+           "--dbname=application_name='ledgermind.migrations.pg_backup_restore'"]
 command:
-  description: The pg_restore command line (no secrets; connection settings travel in the environment).
+  description: The pg_restore command line writing the restore's script (no secrets; it connects nowhere).
   returned: success
   type: list
   elements: str
@@ -184,10 +248,8 @@ command:
     - --single-transaction
     - --clean
     - --if-exists
-    - --exit-on-error
-    - --no-password
-    - --use-list=/tmp/pg_backup_restore.x/restore.list
-    - --dbname=application_name='ledgermind.migrations.pg_backup_restore'
+    - --use-list=/var/backups/ledgermind/pg_backup_restore.x/restore.list
+    - --file=/var/backups/ledgermind/pg_backup_restore.x/restore.raw.sql
     - /var/backups/ledgermind/ledgermind_ml_features_20260101T120000Z.dump
 duration_seconds:
   description: Time spent verifying and restoring.
@@ -251,22 +313,25 @@ target_identity:
     column: tokens
     column_type: jsonb
     server_version_num: 150018
-"""
+'''
 
-import os  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import os
+import re
+import shutil
+import tempfile
+import time
+import typing as t
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
+    close,
+    connect,
+    fail,
     postgres_connection_argument_spec,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError  # noqa: E402
-from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError
+from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (
     ClientError,
     client_env,
     describe,
@@ -275,8 +340,6 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     read_identity,
     read_sidecar,
     run_client,
-    scrub,
-    secrets,
     sha256_archive,
     sidecar_path,
     table_entries,
@@ -284,32 +347,125 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     verify_archive,
     without_triggers,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+    TABLE_LOCK_SESSIONS_SQL,
     identity_mismatches,
     normalize_type_name,
 )
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays
 
-# How pg_restore shows in pg_stat_activity, unless connect_params names it.
-APPLICATION_NAME = "ledgermind.migrations.pg_backup_restore"
+# How the restore's session shows in pg_stat_activity, unless connect_params names it.
+APPLICATION_NAME = 'ledgermind.migrations.pg_backup_restore'
 # The database the archive was dumped from, in the header of `pg_restore --list`.
-_TOC_DBNAME = re.compile(r"^;\s+dbname:\s*(?P<name>.*?)\s*$", re.M)
+_TOC_DBNAME = re.compile(r'^;\s+dbname:\s*(?P<name>.*?)\s*$', re.M)
+# The line of pg_restore's script header that turns the lock budget off; the module replaces it.
+SCRIPT_LOCK_TIMEOUT_OFF = b'SET lock_timeout = 0;'
+# Lines of the script's header (before its first statement on the table): settings, comments, BEGIN, \restrict.
+_HEADER_LINE = re.compile(rb'^(?:|--.*|SET .*|SELECT pg_catalog\.set_config\(.*|BEGIN;|\\restrict .*)$')
+# A statement that gave up waiting for a lock, as psql (VERBOSITY=verbose) prints it, in any server language.
+_LOCK_TIMEOUT = re.compile(r'\b55P03\b|canceling statement due to lock timeout')
+COPY_CHUNK = 1024 * 1024
+
+
+class Try(t.NamedTuple):
+    """One try of the restore: psql's exit code and error output, how long it took, whether it gave up on a lock."""
+
+    number: int
+    rc: int
+    stderr: str
+    seconds: float
+    lock_timeout: bool
+
+    def record(self) -> dict[str, t.Any]:
+        return {'try': self.number, 'seconds': round(self.seconds, 3), 'lock_timeout': self.lock_timeout,
+                'error': '' if self.rc == 0 else error_line(self.stderr)}
+
+
+def argument_spec() -> dict[str, t.Any]:
+    spec = postgres_connection_argument_spec()
+    spec.update(
+        src=dict(type='path', required=True),
+        expected_sha256=dict(type='str'),
+        expected_column_type=dict(type='str'),
+        expected_run_id=dict(type='str'),
+        schema=dict(type='str'),
+        table=dict(type='str'),
+        pg_restore_path=dict(type='path'),
+        psql_path=dict(type='path'),
+        restore_into=dict(type='str', default='same_database', choices=['same_database', 'scratch']),
+        exclude_triggers=dict(type='list', elements='str', default=[]),
+        lock_timeout_ms=dict(type='int', default=1000),
+        lock_retries=dict(type='int', default=10),
+        retry_delay=dict(type='float', default=2.0),
+        max_retry_delay=dict(type='float', default=30.0),
+    )
+    return spec
 
 
 def dbname_conninfo(application_name: str) -> str:
-    """pg_restore's --dbname (without one it prints SQL instead of restoring): a conninfo string holding
-    only the session's name, as it would override PGAPPNAME; libpq takes every other setting, the
-    database included, from the PG* environment."""
-    value = application_name.replace("\\", "\\\\").replace("'", "\\'")
+    """psql's --dbname: a conninfo string holding only the session's name, as it would override PGAPPNAME;
+    libpq takes every other setting, the database included, from the PG* environment."""
+    value = application_name.replace('\\', '\\\\').replace("'", "\\'")
     return f"application_name='{value}'"
 
 
-def restore_argv(pg_restore: str, list_file: str, src: str, application_name: str, scratch: bool = False) -> list[str]:
-    """pg_restore's command line; a scratch copy (``scratch``) keeps neither the archived owner nor privileges."""
+def restore_argv(pg_restore: str, list_file: str, script: str, src: str, scratch: bool = False) -> list[str]:
+    """pg_restore writing the restore's script (one transaction: BEGIN ... COMMIT) to ``script``; a scratch copy
+    (``scratch``) keeps neither the archived owner nor privileges. It connects nowhere."""
     return [
-        pg_restore, "--single-transaction", "--clean", "--if-exists", "--exit-on-error", "--no-password",
-        *(["--no-owner", "--no-privileges"] if scratch else []),
-        f"--use-list={list_file}", f"--dbname={dbname_conninfo(application_name)}", src,
+        pg_restore, '--single-transaction', '--clean', '--if-exists',
+        *(['--no-owner', '--no-privileges'] if scratch else []),
+        f'--use-list={list_file}', f'--file={script}', src,
     ]
+
+
+def psql_argv(psql: str, script: str, application_name: str) -> list[str]:
+    """psql running the script; the first error stops it, and its transaction is never committed."""
+    return [psql, '--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1', '--set=VERBOSITY=verbose',
+            f'--file={script}', f'--dbname={dbname_conninfo(application_name)}']
+
+
+def lock_timeout_line(lock_timeout_ms: int) -> bytes:
+    return f"SET lock_timeout = '{int(lock_timeout_ms)}ms';\n".encode()
+
+
+def feed_script(source: t.BinaryIO, sink: t.BinaryIO, lock_line: bytes) -> bool:
+    """Copy pg_restore's script from ``source`` to ``sink`` with the lock budget in force: the header's
+    ``SET lock_timeout = 0;`` becomes ``lock_line``, which is also put before the first statement when the header
+    has no such line. Returns whether the budget was set. Only the header is read line by line (the data is copied
+    in chunks, untouched)."""
+    placed = False
+    for line in iter(source.readline, b''):
+        stripped = line.strip()
+        if stripped == SCRIPT_LOCK_TIMEOUT_OFF:
+            sink.write(lock_line)
+            placed = True
+            continue
+        if not _HEADER_LINE.match(stripped):
+            if not placed:
+                sink.write(lock_line)
+                placed = True
+            sink.write(line)
+            break
+        sink.write(line)
+    shutil.copyfileobj(source, sink, COPY_CHUNK)
+    return placed
+
+
+def is_lock_timeout(stderr: str) -> bool:
+    return bool(_LOCK_TIMEOUT.search(stderr))
+
+
+def error_line(stderr: str) -> str:
+    """The first ERROR line of psql's output (else its last line), without psql's ``psql:<stdin>:12:`` prefix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    chosen = next((line for line in lines if 'ERROR:' in line), lines[-1] if lines else 'no error output')
+    return re.sub(r'^psql:[^:]*:\d+:\s*', '', chosen)
+
+
+def elapsed(result: dict[str, t.Any], started: float) -> dict[str, t.Any]:
+    result['duration_seconds'] = round(time.monotonic() - started, 3)
+    return result
 
 
 def same_type(expected: str, recorded: str) -> bool:
@@ -320,92 +476,92 @@ def same_type(expected: str, recorded: str) -> bool:
         return False
 
 
-def sidecar_refusal(src: str, sidecar_file: str, sidecar: dict[str, Any] | None, expected_column_type: str | None,
+def sidecar_refusal(src: str, sidecar_file: str, sidecar: dict[str, t.Any] | None, expected_column_type: str | None,
                     expected_run_id: str | None) -> str | None:
     """Why the sidecar alone forbids restoring ``src`` (no sidecar, no identity, another column type or
     run than expected), or None. Runs before anything else, the database included."""
     if sidecar is None:
         return (
-            f"refusing to restore {src}: there is no sidecar {sidecar_file}, so nothing records which database "
-            "the archive is of, nor its checksum. Restore an archive written by pg_backup_archive, with its sidecar."
+            f'refusing to restore {src}: there is no sidecar {sidecar_file}, so nothing records which database '
+            'the archive is of, nor its checksum. Restore an archive written by pg_backup_archive, with its sidecar.'
         )
-    identity = sidecar.get("identity")
+    identity = sidecar.get('identity')
     if not identity:
-        taken_from = f" (it says it was taken from {sidecar['database']})" if sidecar.get("database") else ""
+        taken_from = f" (it says it was taken from {sidecar['database']})" if sidecar.get('database') else ''
         return (
-            f"refusing to restore {src}: its sidecar {sidecar_file} records no database identity{taken_from}; it was "
-            "written before pg_backup_archive recorded one, so nothing proves the archive is of this database. Take "
+            f'refusing to restore {src}: its sidecar {sidecar_file} records no database identity{taken_from}; it was '
+            'written before pg_backup_archive recorded one, so nothing proves the archive is of this database. Take '
             "a new backup with this collection's pg_backup_archive and restore that; to use this archive anyway, "
-            "check by hand that it is of this database (`pg_restore --list` shows its dbname) and run pg_restore "
-            "yourself. Nothing was changed."
+            'check by hand that it is of this database (`pg_restore --list` shows its dbname) and run pg_restore '
+            'yourself. Nothing was changed.'
         )
     if expected_run_id:
-        metadata = sidecar.get("metadata") or {}
-        recorded_run = metadata.get("run_id")
+        metadata = sidecar.get('metadata') or {}
+        recorded_run = metadata.get('run_id')
         if recorded_run is None or str(recorded_run) != expected_run_id:
             return (
                 f"refusing to restore {src}: it is the backup of run {recorded_run or '(none recorded)'}, expected "
-                f"run {expected_run_id} (metadata.run_id in {sidecar_file}). Restore the archive of run "
-                f"{expected_run_id}. Nothing was changed."
+                f'run {expected_run_id} (metadata.run_id in {sidecar_file}). Restore the archive of run '
+                f'{expected_run_id}. Nothing was changed.'
             )
     if expected_column_type:
-        recorded_type = identity.get("column_type")
+        recorded_type = identity.get('column_type')
         if not recorded_type or not same_type(expected_column_type, recorded_type):
-            column = "{}.{}.{}".format(identity.get("schema"), identity.get("table"), identity.get("column"))
-            held = f"holds {column} as {recorded_type}" if recorded_type else (
+            column = '{}.{}.{}'.format(identity.get('schema'), identity.get('table'), identity.get('column'))
+            held = f'holds {column} as {recorded_type}' if recorded_type else (
                 "records no column type (a whole-database archive, or one taken without pg_backup_archive's column)")
             return (
-                f"refusing to restore {src}: the archive {held}, the restore expects {expected_column_type} "
-                f"(identity.column_type in {sidecar_file}). Restore an archive taken while the column was "
-                f"{expected_column_type}. Nothing was changed."
+                f'refusing to restore {src}: the archive {held}, the restore expects {expected_column_type} '
+                f'(identity.column_type in {sidecar_file}). Restore an archive taken while the column was '
+                f'{expected_column_type}. Nothing was changed.'
             )
     return None
 
 
-def identity_refusal(src: str, recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
+def identity_refusal(src: str, recorded: dict[str, t.Any], current: dict[str, t.Any]) -> str | None:
     """Why the archive (``recorded`` identity) is not a backup of the target (``current``), naming both, or None."""
     mismatches = identity_mismatches(recorded, current)
     if not mismatches:
         return None
     return (
-        f"refusing to restore {src} into {describe(current)}: the archive is of {describe(recorded)} "
+        f'refusing to restore {src} into {describe(current)}: the archive is of {describe(recorded)} '
         f"(differs in {'; '.join(mismatches)}). Restore a backup of this database; nothing was changed."
     )
 
 
 # The fields naming the database (not the table) in an identity (_queries.IDENTITY_FIELDS).
-DATABASE_IDENTITY_FIELDS = ("system_identifier", "database", "database_oid", "database_uuid")
+DATABASE_IDENTITY_FIELDS = ('system_identifier', 'database', 'database_oid', 'database_uuid')
 
 
-def scratch_refusal(src: str, recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
+def scratch_refusal(src: str, recorded: dict[str, t.Any], current: dict[str, t.Any]) -> str | None:
     """Why a scratch copy of the archive (``recorded`` identity) may not go into the target (``current``), or None:
     another table than the archived one, the archived database itself, or a target that already has the table."""
-    archived = "{}.{}".format(recorded.get("schema"), recorded.get("table"))
-    named = "{}.{}".format(current.get("schema"), current.get("table"))
+    archived = '{}.{}'.format(recorded.get('schema'), recorded.get('table'))
+    named = '{}.{}'.format(current.get('schema'), current.get('table'))
     if archived != named:
         return (
-            f"refusing to restore a scratch copy of {src} as {named}: the archive is of {archived}, and a scratch "
+            f'refusing to restore a scratch copy of {src} as {named}: the archive is of {archived}, and a scratch '
             f"copy keeps the archived table's name. Restore {archived}; nothing was changed."
         )
     same = {name: recorded.get(name) for name in DATABASE_IDENTITY_FIELDS}
     if not identity_mismatches(dict(same, schema=None, table=None), dict(current, schema=None, table=None)):
         return (
-            f"refusing to restore a scratch copy of {src} into {describe(current)}: that is the archived database "
-            "itself, and a scratch copy goes into another, new database. To restore this database's table from its "
-            "backup use restore_into=same_database; nothing was changed."
+            f'refusing to restore a scratch copy of {src} into {describe(current)}: that is the archived database '
+            'itself, and a scratch copy goes into another, new database. To restore this database\'s table from its '
+            'backup use restore_into=same_database; nothing was changed.'
         )
-    if current.get("table_oid") is not None:
+    if current.get('table_oid') is not None:
         return (
-            f"refusing to restore a scratch copy of {src} into {describe(current)}: the table already exists there, "
-            "and a scratch copy never replaces a table. Restore into a new, empty database; nothing was changed."
+            f'refusing to restore a scratch copy of {src} into {describe(current)}: the table already exists there, '
+            'and a scratch copy never replaces a table. Restore into a new, empty database; nothing was changed.'
         )
     return None
 
 
-def header_refusal(src: str, listing: str, recorded: dict[str, Any]) -> str | None:
+def header_refusal(src: str, listing: str, recorded: dict[str, t.Any]) -> str | None:
     """Why the archive's own header (``pg_restore --list``) contradicts its sidecar's database, or None."""
     match = _TOC_DBNAME.search(listing)
-    if match and recorded.get("database") and match.group("name") != recorded["database"]:
+    if match and recorded.get('database') and match.group('name') != recorded['database']:
         return (
             f"refusing to restore {src}: pg_restore says it was dumped from database {match.group('name')}, but its "
             f"sidecar records {recorded['database']}; the sidecar is not this archive's. Nothing was changed."
@@ -413,143 +569,277 @@ def header_refusal(src: str, listing: str, recorded: dict[str, Any]) -> str | No
     return None
 
 
-def main() -> None:
-    argument_spec = postgres_connection_argument_spec()
-    argument_spec.update(
-        src=dict(type="path", required=True),
-        expected_sha256=dict(type="str"),
-        expected_column_type=dict(type="str"),
-        expected_run_id=dict(type="str"),
-        schema=dict(type="str"),
-        table=dict(type="str"),
-        pg_restore_path=dict(type="path"),
-        restore_into=dict(type="str", default="same_database", choices=["same_database", "scratch"]),
-        exclude_triggers=dict(type="list", elements="str", default=[]),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = module.params
-    hidden = secrets(params)
-    started = time.monotonic()
-    result: dict = dict(changed=False)
+def describe_holder(row: dict[str, t.Any]) -> str:
+    seconds = row.get('transaction_seconds')
+    open_for = f', transaction open {seconds:.1f} s' if isinstance(seconds, (int, float)) else ''
+    query = ' '.join(str(row.get('query') or '').split())
+    return (f"pid {row.get('pid')} (application_name {row.get('application_name') or '(none)'!r}, user "
+            f"{row.get('usename')}, state {row.get('state') or '?'}{open_for}, holding {row.get('mode')}"
+            f"{', last query: ' + query if query else ''})")
 
-    def fail(msg: str) -> None:
-        result["duration_seconds"] = round(time.monotonic() - started, 3)
-        module.fail_json(msg=scrub(msg, hidden), **result)
 
-    src = params["src"].rstrip("/") or params["src"]
+def budget_refusal(lock_timeout_ms: int, lock_retries: int, retry_delay: float, max_retry_delay: float) -> str | None:
+    """Why the lock budget's options cannot be used, or None."""
+    if lock_timeout_ms < 1 or lock_retries < 1:
+        return (f'lock_timeout_ms and lock_retries must be at least 1 (got {lock_timeout_ms} and {lock_retries}): '
+                'the restore never waits for a lock without a bound. Nothing was changed.')
+    if retry_delay < 0 or max_retry_delay < 0:
+        return (f'retry_delay and max_retry_delay must be 0 or more (got {retry_delay:g} and {max_retry_delay:g}). '
+                'Nothing was changed.')
+    return None
+
+
+def unchanged_evidence(relation: str, column: str | None, before: dict[str, t.Any],
+                       after: dict[str, t.Any]) -> tuple[bool, str]:
+    """Whether the table read back after a failed restore is the one read before it, and the words saying so."""
+    def shape(identity: dict[str, t.Any]) -> str:
+        if identity.get('table_oid') is None:
+            return 'no such table'
+        return f"table oid {identity['table_oid']}, column {column} {identity.get('column_type')}"
+
+    same = (before.get('table_oid'), before.get('column_type')) == (after.get('table_oid'), after.get('column_type'))
+    if same:
+        return True, (f'Nothing was changed: read back from the database, {relation} is as it was before the restore '
+                      f'({shape(after)}); the restore\'s transaction, which drops and recreates the table, never '
+                      'committed.')
+    return False, (f'The table is NOT as it was: read back, {relation} is {shape(after)}, before the restore it was '
+                   f'{shape(before)}; inspect it before anything else.')
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps of main()
+# ---------------------------------------------------------------------------------------------
+
+def check_options(module: AnsibleModule, result: dict[str, t.Any], started: float) -> tuple[str, dict[str, str]]:
+    """The archive's path and the clients' PG* environment; refuses an unusable option first."""
+    p = module.params
+    result['lock_timeout_ms'] = p['lock_timeout_ms']
+    refusal = budget_refusal(p['lock_timeout_ms'], p['lock_retries'], p['retry_delay'], p['max_retry_delay'])
+    if refusal:
+        fail(module, refusal, **elapsed(result, started))
+    src = p['src'].rstrip('/') or p['src']
     if not os.path.exists(src):
-        fail(f"archive {src} does not exist")
+        fail(module, f'archive {src} does not exist', **elapsed(result, started))
     try:
-        env = client_env(params, APPLICATION_NAME)
+        env = client_env(p, APPLICATION_NAME)
     except LibpqSettingsError as exc:
-        fail(f"invalid connection settings: {exc}")
-        return
+        fail(module, f'invalid connection settings: {exc}', **elapsed(result, started))
+    return src, env
 
-    # What the archive is, from its sidecar, before anything else.
+
+def read_archive_record(module: AnsibleModule, src: str, result: dict[str, t.Any],
+                        started: float) -> tuple[dict[str, t.Any], str, str]:
+    """The sidecar (refused without identity, or of another run or column type), the schema and the table."""
+    p = module.params
     sidecar_file = sidecar_path(src)
     try:
         sidecar = read_sidecar(sidecar_file)
     except ClientError as exc:
-        fail(f"refusing to restore {src}: {exc}")
-        return
-    refusal = sidecar_refusal(src, sidecar_file, sidecar, params["expected_column_type"], params["expected_run_id"])
+        fail(module, f'refusing to restore {src}: {exc}', **elapsed(result, started))
+    refusal = sidecar_refusal(src, sidecar_file, sidecar, p['expected_column_type'], p['expected_run_id'])
     if refusal or sidecar is None:
-        fail(refusal or "no sidecar")
-        return
-    recorded = sidecar["identity"]
-    result["archive_identity"] = recorded
+        fail(module, refusal or 'no sidecar', **elapsed(result, started))
+    result['archive_identity'] = sidecar['identity']
     # What the caller recorded with the backup (run id, fingerprint): the proof of a restore compares with it.
-    result["archive_metadata"] = sidecar.get("metadata") or {}
+    result['archive_metadata'] = sidecar.get('metadata') or {}
     # The archive's own content (its dump's snapshot), when recorded: what the restored table must hold.
-    result["archive_content"] = sidecar.get("content") or {}
-    schema = params["schema"] or sidecar.get("schema") or "public"
-    table = params["table"] or sidecar.get("table")
+    result['archive_content'] = sidecar.get('content') or {}
+    schema = p['schema'] or sidecar.get('schema') or 'public'
+    table = p['table'] or sidecar.get('table')
     if not table:
-        fail(f"{src} is an archive of the whole database: name the table to restore (table)")
-        return
+        fail(module, f'{src} is an archive of the whole database: name the table to restore (table)',
+             **elapsed(result, started))
+    return sidecar, schema, table
 
-    scratch = params["restore_into"] == "scratch"
-    # Whose database this is, read on our own connection; another database's archive is refused here, and a
-    # scratch copy is refused in the archived database itself or over an existing table.
-    current = read_identity(module, schema, table, recorded.get("column"))
-    result["target_identity"] = current
+
+def check_target(module: AnsibleModule, src: str, recorded: dict[str, t.Any], schema: str, table: str,
+                 result: dict[str, t.Any], started: float) -> dict[str, t.Any]:
+    """The target's identity, read on our own connection; another database's archive is refused here, and a
+    scratch copy is refused in the archived database itself or over an existing table."""
+    current = read_identity(module, schema, table, recorded.get('column'))
+    result['target_identity'] = current
+    scratch = module.params['restore_into'] == 'scratch'
     refusal = scratch_refusal(src, recorded, current) if scratch else identity_refusal(src, recorded, current)
     if refusal:
-        fail(refusal)
+        fail(module, refusal, **elapsed(result, started))
+    return current
 
+
+def verify(module: AnsibleModule, src: str, sidecar: dict[str, t.Any], schema: str, table: str,
+           result: dict[str, t.Any], started: float) -> tuple[str, str, list[t.Any]]:
+    """Checksum, full read and header of the archive; the clients; the entries of the table to restore."""
+    p = module.params
     try:
-        expected = (sidecar.get("sha256") or "").strip().lower()
+        expected = (sidecar.get('sha256') or '').strip().lower()
         if not expected:
-            raise ClientError(f"refusing to restore {src}: its sidecar {sidecar_file} records no sha256")
-        wanted = (params["expected_sha256"] or "").strip().lower()
+            raise ClientError(f'refusing to restore {src}: its sidecar {sidecar_path(src)} records no sha256')
+        wanted = (p['expected_sha256'] or '').strip().lower()
         if wanted and wanted != expected:
             raise ClientError(
-                f"refusing to restore {src}: expected SHA-256 {wanted}, but its sidecar {sidecar_file} records "
-                f"{expected}; the sidecar describes another archive"
+                f'refusing to restore {src}: expected SHA-256 {wanted}, but its sidecar {sidecar_path(src)} records '
+                f'{expected}; the sidecar describes another archive'
             )
         actual = sha256_archive(src)
         if actual != expected:
             raise ClientError(
-                f"refusing to restore {src}: its SHA-256 is {actual}, expected {expected}; "
-                "the archive was altered or truncated"
+                f'refusing to restore {src}: its SHA-256 is {actual}, expected {expected}; '
+                'the archive was altered or truncated'
             )
-        pg_restore = find_client("pg_restore", params["pg_restore_path"])
+        pg_restore = find_client('pg_restore', p['pg_restore_path'])
+        psql = find_client('psql', p['psql_path'], near=pg_restore)
         verify_archive(pg_restore, src)
-        listing = run_client([pg_restore, "--list", "--verbose", src])
+        listing = run_client([pg_restore, '--list', '--verbose', src])
         if listing.rc != 0:
-            raise ClientError(f"pg_restore --list failed: {listing.stderr.strip()}")
-        refusal = header_refusal(src, listing.stdout, recorded)
+            raise ClientError(f'pg_restore --list failed: {listing.stderr.strip()}')
+        refusal = header_refusal(src, listing.stdout, sidecar['identity'])
         if refusal:
             raise ClientError(refusal)
     except (ClientError, OSError) as exc:
-        fail(str(exc))
-        return
+        fail(module, str(exc), **elapsed(result, started))
     result.update(sha256=actual, verified=True)
-
     entries = table_entries(parse_toc(listing.stdout), schema, table)
     if not entries:
-        fail(f"archive {src} holds no table {schema}.{table}")
-    entries, excluded = without_triggers(entries, table, params["exclude_triggers"])
-    result["restored_entries"] = [entry.label for entry in entries]
-    result["excluded_entries"] = [entry.label for entry in excluded]
+        fail(module, f'archive {src} holds no table {schema}.{table}', **elapsed(result, started))
+    entries, excluded = without_triggers(entries, table, p['exclude_triggers'])
+    result['restored_entries'] = [entry.label for entry in entries]
+    result['excluded_entries'] = [entry.label for entry in excluded]
+    return pg_restore, psql, entries
 
-    workdir = tempfile.mkdtemp(prefix="pg_backup_restore.")
+
+def run_client_literally(module: AnsibleModule, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``module.run_command`` with ``argv`` taken literally, the ``PG*`` variables added to the environment (never on
+    a command line), files it writes private; returns the exit code and the error output."""
+    rc, _out, err = module.run_command(argv, environ_update=env or {}, expand_user_and_vars=False, umask=0o077)
+    return rc, err
+
+
+def write_script(module: AnsibleModule, workdir: str, result: dict[str, t.Any], started: float) -> str:
+    """pg_restore's script for the selected entries, written once for every try, with the lock budget in force."""
+    raw = os.path.join(workdir, 'restore.raw.sql')
+    rc, err = run_client_literally(module, result['command'])
+    if rc != 0:
+        fail(module, f'pg_restore could not write the restore script (exit code {rc}): {err.strip()}. Nothing was '
+                     'changed.', **elapsed(result, started))
+    script = os.path.join(workdir, 'restore.sql')
+    with open(raw, 'rb') as source, open(script, 'wb') as sink:
+        feed_script(source, sink, lock_timeout_line(module.params['lock_timeout_ms']))
+    os.unlink(raw)
+    return script
+
+
+def run_try(module: AnsibleModule, number: int, env: dict[str, str], argv: list[str]) -> Try:
+    """One try: psql runs the script in one transaction, under the lock budget."""
+    started = time.monotonic()
+    rc, stderr = run_client_literally(module, argv, env)
+    return Try(number, rc, stderr.strip(), time.monotonic() - started, rc != 0 and is_lock_timeout(stderr))
+
+
+def read_lock_holders(module: AnsibleModule, schema: str, table: str) -> list[dict[str, t.Any]]:
+    """Sessions holding (granted) locks on the table, read on the module's own read-only connection; best effort."""
+    conn = connect(module)
     try:
-        list_file = os.path.join(workdir, "restore.list")
-        argv = restore_argv(pg_restore, list_file, src, env["PGAPPNAME"], scratch)
-        result["command"] = argv
+        with conn.cursor() as cur:
+            cur.execute(TABLE_LOCK_SESSIONS_SQL, {'schema': schema, 'table': table})
+            rows = [dict(row) for row in cur.fetchall()]
+        return [row for row in rows if row.get('granted') and row.get('application_name') != APPLICATION_NAME]
+    except Exception:  # noqa: BLE001 - the message still explains the lock timeout without them
+        return []
+    finally:
+        close(conn)
+
+
+def restore_under_budget(module: AnsibleModule, env: dict[str, str], schema: str, table: str,
+                         result: dict[str, t.Any]) -> Try:
+    """Tries the restore, each try in one transaction with the lock budget; a try that gave up on a lock is retried
+    after the back-off. Returns the last try."""
+    p = module.params
+    delays = backoff_delays(p['lock_retries'], p['retry_delay'], p['max_retry_delay'])
+    result['attempts'] = []
+    for number in range(1, p['lock_retries'] + 1):
+        attempt = run_try(module, number, env, result['psql_command'])
+        result['attempts'].append(attempt.record())
+        if not attempt.lock_timeout:
+            return attempt
+        result['lock_holders'] = read_lock_holders(module, schema, table)
+        if number > len(delays):
+            return attempt
+        time.sleep(delays[number - 1])
+    raise AssertionError('unreachable: the last try returns')
+
+
+def work_directory(src: str) -> str:
+    """A private directory for the restore's list and script: next to the archive when that directory is writable
+    (the backup directory, whose room was checked for the archive), else the system's temporary directory."""
+    near = os.path.dirname(os.path.abspath(src))
+    return tempfile.mkdtemp(prefix='pg_backup_restore.', dir=near if os.access(near, os.W_OK) else None)
+
+
+def failure_message(module: AnsibleModule, relation: str, last: Try, result: dict[str, t.Any], evidence: str) -> str:
+    p = module.params
+    if not last.lock_timeout:
+        return (f'the restore of {relation} failed (exit code {last.rc}); it ran in one transaction, which was '
+                f'rolled back: {last.stderr.strip()[-2000:]} {evidence}')
+    tries = result['attempts']
+    holders = '; '.join(describe_holder(row) for row in result.get('lock_holders') or []) or (
+        'none any more (they ended after the last try; see pg_locks and pg_stat_activity)')
+    waited = ', '.join(f"{a['seconds']:.2f} s" for a in tries)
+    return (
+        f"{relation} stayed locked by another session: {len(tries)} tr{'y' if len(tries) == 1 else 'ies'} of the "
+        f"restore each waited at most {p['lock_timeout_ms']} ms for its lock, so that no application query queued "
+        f'behind the restore for longer, and all gave up (each try took {waited}, back-off between them). Holding '
+        f'locks on the table: {holders}. {evidence} Retry the restore once that session has finished (or end it: '
+        'SELECT pg_terminate_backend(<pid>)), or give it more tries (lock_retries, retry_delay).'
+    )
+
+
+def judge(module: AnsibleModule, src: str, recorded: dict[str, t.Any], before: dict[str, t.Any], last: Try,
+          schema: str, table: str, result: dict[str, t.Any], started: float) -> None:
+    """The verdict, from the table read back: on failure, that it is as it was; on success, that it exists
+    with the archived column type."""
+    relation = f'{schema}.{table}'
+    column = recorded.get('column')
+    after = read_identity(module, schema, table, column)
+    result['restored_identity'] = after
+    if last.rc != 0:
+        unchanged, evidence = unchanged_evidence(relation, column, before, after)
+        result['changed'] = not unchanged
+        fail(module, failure_message(module, relation, last, result, evidence), **elapsed(result, started))
+    result['changed'] = True
+    recorded_type = recorded.get('column_type')
+    wrong_type = recorded_type and not same_type(recorded_type, after.get('column_type') or '')
+    if after.get('table_oid') is None or wrong_type:
+        copy = 'the scratch copy of ' if module.params['restore_into'] == 'scratch' else ''
+        has = after.get('column_type') if after.get('table_oid') is not None else 'no such table'
+        fail(module, f'{copy}{relation} restored from {src} is not the archived table: the archive recorded column '
+                     f'{column} as {recorded_type}, the database has {has}', **elapsed(result, started))
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    started = time.monotonic()
+    result: dict[str, t.Any] = dict(changed=False)
+    src, env = check_options(module, result, started)
+    sidecar, schema, table = read_archive_record(module, src, result, started)
+    before = check_target(module, src, sidecar['identity'], schema, table, result, started)
+    pg_restore, psql, entries = verify(module, src, sidecar, schema, table, result, started)
+    workdir = work_directory(src)
+    try:
+        list_file, script = os.path.join(workdir, 'restore.list'), os.path.join(workdir, 'restore.sql')
+        result['command'] = restore_argv(pg_restore, list_file, os.path.join(workdir, 'restore.raw.sql'), src,
+                                         module.params['restore_into'] == 'scratch')
+        result['psql_command'] = psql_argv(psql, script, env['PGAPPNAME'])
         if module.check_mode:
-            result.update(changed=True, duration_seconds=round(time.monotonic() - started, 3))
-            module.exit_json(**result)
-        with open(list_file, "w", encoding="utf-8") as handle:
+            result['changed'] = True
+            module.exit_json(**elapsed(result, started))
+        with open(list_file, 'w', encoding='utf-8') as handle:
             handle.write(toc_list_text(entries))
-        restored = run_client(argv, env)
-        if restored.rc != 0:
-            fail(
-                f"pg_restore failed (exit code {restored.rc}); the restore ran in one transaction, so "
-                f"{schema}.{table} is unchanged: {restored.stderr.strip()}"
-            )
-    except ClientError as exc:
-        fail(str(exc))
+        write_script(module, workdir, result, started)
+        last = restore_under_budget(module, env, schema, table, result)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-    result["changed"] = True
-    if scratch:
-        # The copy is the archived table: its column has the type the archive recorded.
-        restored = read_identity(module, schema, table, recorded.get("column"))
-        result["restored_identity"] = restored
-        recorded_type = recorded.get("column_type")
-        if restored.get("table_oid") is None or (
-                recorded_type and not same_type(recorded_type, restored.get("column_type") or "")):
-            fail(
-                f"the scratch copy of {schema}.{table} restored from {src} is not the archived table: the archive "
-                f"recorded column {recorded.get('column')} as {recorded_type}, the copy has "
-                f"{restored.get('column_type') if restored.get('table_oid') is not None else 'no such table'}"
-            )
-    result["duration_seconds"] = round(time.monotonic() - started, 3)
-    module.exit_json(**result)
+    judge(module, src, sidecar['identity'], before, last, schema, table, result, started)
+    module.exit_json(**elapsed(result, started))
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()
