@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from appsupport import BACKEND_PORT, LLM_PORT, REPO, facts, failure, needs_docker, task_results
@@ -83,10 +84,18 @@ def test_deploy_is_idempotent_records_the_previous_image_and_restores_it(run_pla
 
 @needs_docker
 def test_check_mode_says_what_would_run_and_changes_nothing(run_playbook, compose_project):
-    rc, doc = run_playbook(DEPLOY, compose_project, check=True)
+    # An image tag nothing has built: compose's dry run (docker_compose_v2 in check mode) must not build it either.
+    tag = f"lm-itest-check-{os.getpid()}:never-built"
+    settings = {**compose_project, "compose_redeploy_env": {**compose_project["compose_redeploy_env"],
+                                                            "LEDGERMIND_BACKEND_IMAGE": tag}}
+    rc, doc = run_playbook(DEPLOY, settings, check=True)
     assert rc == 0, failure(doc)
     said = [h.get("msg", "") for n, h in task_results(doc) if "would do" in n]
-    assert said and "Would run" in said[0] and "up -d backend" in said[0], said
+    assert said and "Would run" in said[0] and "up -d --build --wait backend" in said[0], said
+    assert "community.docker.docker_compose_v2" in said[0], said
+    # It says it would create the container (it predicts the change) and creates nothing.
+    assert changed_tasks(doc) == ["ledgermind.migrations.compose_redeploy : Bring the service up (Compose v2)"]
+    assert subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False).returncode != 0
     assert subprocess.run(["docker", "ps", "--quiet", "--filter", "label=com.docker.compose.project=lm_itest"],
                           capture_output=True, text=True, check=True).stdout.strip() == ""
 
