@@ -1,7 +1,7 @@
 # Copyright (c) 2026, LedgerMind SRE
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What the read-only inspection modules share: one connection's life and finding the table.
+"""What the inspection modules share: one connection's life, finding the table and its key column.
 
 ``run_read_only`` opens the read-only transaction (``_connection.connect``), hands it to the module's
 own inspection and turns any query error into a clear failure (naming the sessions that hold locks
@@ -20,7 +20,9 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     psycopg2,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+    KEY_COLUMN_SQL,
     LOCK_HOLDERS_SQL,
+    PRIMARY_KEY_SQL,
     RELATION_SQL,
     lock_holders_params,
     relation_problem,
@@ -40,6 +42,33 @@ def find_relation(module: AnsibleModule, cur: t.Any, schema: str, table: str, **
     if problem:
         fail(module, problem, **failure)
     return int(row['relid'])
+
+
+def find_key(module: AnsibleModule, cur: t.Any, relid: int, relation: str, key: str | None, by_one_key: str,
+             by_it: str, suffix: str = '') -> str:
+    """``key``, or the table's single-column primary key, checked to be NOT NULL and alone in a valid unique index.
+
+    The failures say why the caller needs such a key: ``by_one_key`` ("... by one key column") when the table has
+    no usable primary key, ``by_it`` ("... by it") when the column does not qualify; ``suffix`` ends each message.
+    """
+    if not key:
+        cur.execute(PRIMARY_KEY_SQL, dict(relid=relid))
+        keys = [r['column_name'] for r in cur.fetchall()]
+        if len(keys) != 1:
+            has = 'no primary key' if not keys else f"a multi-column primary key ({', '.join(keys)})"
+            fail(module, f'Table {relation} has {has}: {by_one_key}. Set key to a NOT NULL column with a unique index '
+                         f'of its own.{suffix}')
+        key = keys[0]
+    cur.execute(KEY_COLUMN_SQL, dict(relid=relid, column=key))
+    row = cur.fetchone()
+    if row is None:
+        fail(module, f'Key column {relation}.{key} does not exist.{suffix}')
+    problems = [text for ok, text in ((row['not_null'], 'nullable'),
+                                      (row['unique_key'], 'not alone in a valid unique index')) if not ok]
+    if problems:
+        fail(module, f"Key column {relation}.{key} is {' and '.join(problems)}: {by_it}, so it must be NOT NULL and "
+                     f'unique on its own.{suffix}')
+    return str(key)
 
 
 def run_read_only(module: AnsibleModule, inspect: t.Callable[[t.Any], T], relation: str,

@@ -1235,6 +1235,8 @@ ONLINE_SHADOW_SUFFIX = {'jsonb': '__ledgermind_jsonb', 'text[]': '__ledgermind_t
 ONLINE_TRIGGER = 'zz_ledgermind_online_sync'
 ONLINE_PROGRESS_TABLE = 'online_conversion'
 
+# A progress table made before the verify recorded the catalog it proved.
+ONLINE_PROGRESS_UPGRADE_SQL = 'ALTER TABLE {hs}.online_conversion ADD COLUMN IF NOT EXISTS verified_fingerprint text'
 ONLINE_DDL = (
     """CREATE TABLE IF NOT EXISTS {hs}.online_conversion (
         schema_name text NOT NULL,
@@ -1251,17 +1253,19 @@ ONLINE_DDL = (
         updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
         backfilled_at timestamptz,
         verified_at timestamptz,
+        verified_fingerprint text,
         PRIMARY KEY (schema_name, table_name, column_name))""",
     "COMMENT ON TABLE {hs}.online_conversion IS 'ledgermind.migrations: progress of online column conversions "
     "(pg_online_convert); a row exists from expand until swap or remove'",
+    ONLINE_PROGRESS_UPGRADE_SQL,
 )
 
 ONLINE_PROGRESS_PRESENT_SQL = ("SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.online_conversion', %(hs)s)) "
                                'IS NOT NULL AS present')
 ONLINE_PROGRESS_SQL = """
 SELECT target_type, shadow_column, key_column, run_id, last_key, rows_done, batches, started_at, updated_at,
-       backfilled_at, verified_at
-FROM {hs}.online_conversion WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
+       backfilled_at, verified_at, pg_catalog.to_jsonb(o) ->> 'verified_fingerprint' AS verified_fingerprint
+FROM {hs}.online_conversion AS o WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
 """
 ONLINE_PROGRESS_INSERT_SQL = """
 INSERT INTO {hs}.online_conversion (schema_name, table_name, column_name, target_type, shadow_column, key_column,
@@ -1278,10 +1282,17 @@ ONLINE_PROGRESS_MARK_SQL = """
 UPDATE {hs}.online_conversion SET {field} = {value}, updated_at = pg_catalog.now()
 WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
 """
+# A verify that proved every row records when, and the catalog it proved it under (ONLINE_FINGERPRINT_SQL's
+# data_fingerprint): the swap checks under its lock that this catalog is still the one.
+ONLINE_PROGRESS_VERIFIED_SQL = """
+UPDATE {hs}.online_conversion SET verified_at = pg_catalog.now(), verified_fingerprint = %(fingerprint)s,
+       updated_at = pg_catalog.now()
+WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
+"""
 # A verify that found differences sends the backfill over the whole table again (it rewrites only those rows).
 ONLINE_PROGRESS_RESTART_SQL = """
 UPDATE {hs}.online_conversion SET last_key = NULL, backfilled_at = NULL, verified_at = NULL,
-       updated_at = pg_catalog.now()
+       verified_fingerprint = NULL, updated_at = pg_catalog.now()
 WHERE schema_name = %(schema)s AND table_name = %(table)s AND column_name = %(column)s
 """
 ONLINE_PROGRESS_DELETE_SQL = """
@@ -1360,6 +1371,45 @@ JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_am AS am ON am.oid = c.relam
 WHERE n.nspname = %(schema)s AND c.relname = %(name)s
+"""
+# What the swap relies on, in two digests, each a handful of catalog lookups by oid (cheap enough to run under the
+# swap's ACCESS EXCLUSIVE lock, whatever the table's size):
+# - data_fingerprint: the sync trigger (its pg_trigger row's oid and xmin: disabling, enabling or recreating it
+#   changes them; its function's, which CREATE OR REPLACE changes), the column and the shadow (number and type).
+#   Equal to the one the verify recorded: every write since the verify fired the trigger, so every row is still
+#   proved (sessions with session_replication_role = replica aside, which fire no trigger).
+# - schema_fingerprint: what the swap would break or lose (dependents of the column and the shadow,
+#   publications, the column's NOT NULL, default, privileges and comment) and the index. Equal to the one the
+#   checks before the lock passed: nothing changed while the swap waited for its lock.
+ONLINE_FINGERPRINT_SQL = """
+SELECT pg_catalog.md5(pg_catalog.concat_ws('|',
+         (SELECT t.oid::text || ':' || t.xmin::text || ':' || t.tgenabled::text || ':' || p.oid::text || ':'
+                 || p.xmin::text
+          FROM pg_catalog.pg_trigger AS t JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
+          WHERE t.tgrelid = %(relid)s::oid AND t.tgname = %(trigger)s),
+         (SELECT a.attnum::text || ':' || pg_catalog.format_type(a.atttypid, a.atttypmod)
+          FROM pg_catalog.pg_attribute AS a
+          WHERE a.attrelid = %(relid)s::oid AND a.attname = %(column)s AND NOT a.attisdropped),
+         (SELECT a.attnum::text || ':' || pg_catalog.format_type(a.atttypid, a.atttypmod)
+          FROM pg_catalog.pg_attribute AS a
+          WHERE a.attrelid = %(relid)s::oid AND a.attname = %(shadow)s AND NOT a.attisdropped))) AS data_fingerprint,
+       pg_catalog.md5(pg_catalog.concat_ws('|',
+         (SELECT pg_catalog.string_agg(d.classid::text || ':' || d.objid::text || ':' || d.objsubid::text || ':'
+                                       || d.deptype::text, ',' ORDER BY d.classid, d.objid, d.objsubid)
+          FROM pg_catalog.pg_depend AS d JOIN pg_catalog.pg_attribute AS a
+            ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+          WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = %(relid)s::oid
+            AND a.attname IN (%(column)s, %(shadow)s) AND NOT a.attisdropped),
+         (SELECT a.attnotnull::text || ':' || a.atthasdef::text || ':' || coalesce(a.attacl::text, '') || ':'
+                 || coalesce(pg_catalog.col_description(a.attrelid, a.attnum::int), '')
+          FROM pg_catalog.pg_attribute AS a
+          WHERE a.attrelid = %(relid)s::oid AND a.attname = %(column)s AND NOT a.attisdropped),
+         (SELECT count(*)::text FROM pg_catalog.pg_publication_tables AS pt
+          WHERE pt.schemaname = %(schema)s AND pt.tablename = %(table)s),
+         (SELECT i.indexrelid::text || ':' || i.indisvalid::text || ':' || i.indkey::text
+          FROM pg_catalog.pg_index AS i JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+          JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+          WHERE n.nspname = %(schema)s AND c.relname = %(index)s))) AS schema_fingerprint
 """
 # How far the replicas are behind, in seconds (NULL: none, or not visible to this role).
 ONLINE_REPLICA_LAG_SQL = """
@@ -1460,46 +1510,76 @@ def online_add_shadow_sql(schema: str, table: str, shadow: str, target: str) -> 
         sql.Identifier(schema, table), sql.Identifier(shadow), sql.SQL(target))
 
 
+def online_shadow_matches(target: str, column: t.Any, shadow: t.Any) -> t.Any:
+    """True when the shadow holds exactly the conversion of the column, cheaply: for jsonb the conversion itself
+    (to_jsonb); for text[] the other way round, to_jsonb of the shadow equal to the column, which for a flat text[]
+    numbered from 1 holds exactly when the shadow is the downgrade's conversion of the column (to_jsonb of such an
+    array is a flat array of strings and nulls, which that conversion maps back element by element). No per-row
+    subquery, so the backfill's filter and the verify cost a to_jsonb and a comparison per row."""
+    if target == 'jsonb':
+        return sql.SQL('{} IS NOT DISTINCT FROM pg_catalog.to_jsonb({})').format(shadow, column)
+    return sql.SQL('(pg_catalog.to_jsonb({s}) IS NOT DISTINCT FROM {c} AND ({s} IS NULL OR pg_catalog.cardinality({s}) '
+                   '= 0 OR (pg_catalog.array_ndims({s}) = 1 AND pg_catalog.array_lower({s}, 1) = 1)))').format(
+        s=shadow, c=column)
+
+
 def online_backfill_sql(schema: str, table: str, key: str, key_type: str, column: str, shadow: str, target: str,
                         history_schema: str, first: bool) -> t.Any:
     """One batch: the next %(size)s keys after %(after)s, in key order; only rows whose shadow differs are
-    written. Returns the batch's last key (as text), the rows read and the rows written."""
+    written. The sync trigger computes the shadow of each row written (the UPDATE only marks it), so the
+    conversion runs once per written row. Returns the batch's last key (as text), the rows read and the rows
+    written; a row the target cannot hold stops the batch with the trigger's check_violation."""
     rel = sql.Identifier(schema, table)
     k = sql.Identifier(key)
-    converted = online_conversion_expr(target, history_schema, sql.SQL('t.{}').format(sql.Identifier(column)))
+    matches = online_shadow_matches(target, sql.SQL('t.{}').format(sql.Identifier(column)),
+                                    sql.SQL('t.{}').format(sql.Identifier(shadow)))
     after = sql.SQL('') if first else sql.SQL('WHERE {} > %(after)s::{}').format(k, sql.SQL(key_type))
     return sql.SQL(
         'WITH batch AS (SELECT {k} FROM {rel} {after} ORDER BY {k} LIMIT %(size)s), '
-        'written AS (UPDATE {rel} AS t SET {shadow} = {converted} FROM batch AS b '
-        'WHERE t.{k} = b.{k} AND t.{shadow} IS DISTINCT FROM {converted} RETURNING 1) '
+        'written AS (UPDATE {rel} AS t SET {shadow} = NULL FROM batch AS b '
+        'WHERE t.{k} = b.{k} AND NOT {matches} RETURNING 1) '
         'SELECT (SELECT max({k})::text FROM batch) AS last_key, (SELECT count(*) FROM batch)::bigint AS rows_read, '
         '(SELECT count(*) FROM written)::bigint AS rows_written').format(
-        k=k, rel=rel, after=after, shadow=sql.Identifier(shadow), converted=converted)
+        k=k, rel=rel, after=after, shadow=sql.Identifier(shadow), matches=matches)
 
 
 def online_verify_sql(schema: str, table: str, key: str, column: str, shadow: str, target: str,
                       history_schema: str) -> t.Any:
-    """Rows whose shadow is not the conversion of the column, and those the target cannot hold, with a few keys."""
+    """Rows whose shadow is not the conversion of the column, and those the target cannot hold, with a few keys.
+
+    One pass in SQL: every row gets the cheap test (``online_shadow_matches``); only a row failing it gets the
+    conversion itself, to tell a differing shadow from a value the target cannot hold."""
     c = sql.Identifier(column)
     s = sql.Identifier(shadow)
+    k = sql.Identifier(key)
     converted = online_conversion_expr(target, history_schema, c)
     return sql.SQL(
         'SELECT count(*)::bigint AS rows, '
-        'count(*) FILTER (WHERE {s} IS DISTINCT FROM {converted})::bigint AS differing, '
-        'count(*) FILTER (WHERE {c} IS NOT NULL AND {converted} IS NULL)::bigint AS unconvertible, '
-        '(array_agg({k}::text ORDER BY {k}) FILTER (WHERE {s} IS DISTINCT FROM {converted}'
-        ' OR ({c} IS NOT NULL AND {converted} IS NULL)))[1:5] AS sample_keys '
-        'FROM {rel}').format(s=s, c=c, k=sql.Identifier(key), converted=converted, rel=sql.Identifier(schema, table))
+        'count(*) FILTER (WHERE CASE WHEN ok THEN false ELSE {s} IS DISTINCT FROM {converted} END)::bigint '
+        'AS differing, '
+        'count(*) FILTER (WHERE CASE WHEN ok THEN false ELSE {c} IS NOT NULL AND {converted} IS NULL END)::bigint '
+        'AS unconvertible, '
+        '(array_agg({k}::text ORDER BY {k}) FILTER (WHERE CASE WHEN ok THEN false ELSE {s} IS DISTINCT FROM '
+        '{converted} OR ({c} IS NOT NULL AND {converted} IS NULL) END))[1:5] AS sample_keys '
+        'FROM (SELECT {k}, {c}, {s}, {matches} AS ok FROM {rel} OFFSET 0) AS v').format(
+        s=s, c=c, k=k, converted=converted, matches=online_shadow_matches(target, c, s),
+        rel=sql.Identifier(schema, table))
 
 
 def online_unconvertible_sql(schema: str, table: str, key: str, column: str, target: str,
-                             history_schema: str) -> t.Any:
-    """Rows the target type cannot hold (none for jsonb), with a few keys."""
+                             history_schema: str, key_type: str | None = None) -> t.Any:
+    """Rows the target type cannot hold (none for jsonb), with a few keys. With ``key_type``, only the next
+    %(size)s keys after %(after)s (NULL: from the first): the backfill batch that met one."""
     c = sql.Identifier(column)
+    k = sql.Identifier(key)
     converted = online_conversion_expr(target, history_schema, c)
+    rel = sql.Identifier(schema, table)
+    if key_type is not None:
+        rel = sql.SQL('(SELECT {k}, {c} FROM {rel} WHERE %(after)s::{kt} IS NULL OR {k} > %(after)s::{kt} '
+                      'ORDER BY {k} LIMIT %(size)s) AS b').format(k=k, c=c, rel=rel, kt=sql.SQL(key_type))
     return sql.SQL('SELECT count(*)::bigint AS unconvertible, (array_agg({k}::text ORDER BY {k}))[1:5] AS sample_keys '
                    'FROM {rel} WHERE {c} IS NOT NULL AND {converted} IS NULL').format(
-        k=sql.Identifier(key), rel=sql.Identifier(schema, table), c=c, converted=converted)
+        k=k, rel=rel, c=c, converted=converted)
 
 
 def online_create_index_sql(schema: str, table: str, index: str, method: str, column: str, opclass: str) -> t.Any:

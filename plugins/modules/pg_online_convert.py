@@ -15,7 +15,8 @@ description:
     Each O(phase) is one call, safe to repeat, and decides what to do from the database's state.
   - V(status) reads only where the conversion stands (RV(state), RV(rows), RV(progress)), cheaply.
   - V(plan) reads only the table's state, what would be refused, the batches and an estimated duration, and the
-    space the conversion needs.
+    space the conversion needs. With O(scan) (the default) it also scans the table once for values the target cannot
+    hold (text[] only), as V(expand) does before it changes anything.
   - V(expand) adds a nullable shadow column of O(target_type) and a C(BEFORE INSERT OR UPDATE) row trigger that keeps
     it equal to the conversion of the column (C(to_jsonb) for jsonb; for text[] exactly the revision's downgrade).
     Short DDL under the lock budget. Refuses what the swap would break or lose (views, other indexes, constraints,
@@ -26,12 +27,17 @@ description:
     Throttled while a replica's replay lag passes O(max_replica_lag). O(max_seconds) ends the call after a slice
     (its progress says C(done=false)), so a playbook can print progress (rows done, rate, ETA) between calls.
   - V(index) builds O(index_name) on the shadow C(CONCURRENTLY) (an INVALID leftover is dropped and rebuilt).
-  - V(verify) proves, without a lock, that every row's shadow equals the conversion of the column. Differences send
-    the next backfill over the whole table again.
-  - V(swap) runs in one transaction under the lock budget (O(lock_timeout_ms) per try, O(retries) tries with
-    back-off). The trigger is dropped, the old column dropped (with the index on it), the shadow renamed to
-    O(column), the column's comment kept, Alembic's version moved to O(revision). All or nothing. Only a verified
-    conversion is swapped.
+  - V(verify) proves, without a lock, that every row's shadow equals the conversion of the column, in one pass in SQL
+    (a cheap comparison per row; the conversion itself only for a row that fails it), and records the catalog it
+    proved it under (the trigger, the column and the shadow). Differences send the next backfill over the whole table
+    again.
+  - V(swap) checks everything it can before it takes its lock (verified, trigger, refusals, index, Alembic's
+    revision), then runs in one transaction under the lock budget (O(lock_timeout_ms) per try, O(retries) tries with
+    back-off). Under its ACCESS EXCLUSIVE lock it only re-checks, in one catalog query, that the trigger, column and
+    shadow are those the verify proved (so every write since the verify fired the trigger) and that nothing it
+    checked changed while it waited; a change gives the lock back and tries again. The trigger is dropped, the old
+    column dropped (with the index on it), the shadow renamed to O(column), the column's comment kept, Alembic's
+    version moved to O(revision). All or nothing. Only a verified conversion is swapped.
   - V(remove) takes away what an unfinished conversion left (trigger, function, shadow columns of either
     direction, progress); the column itself is never touched.
   - Supports check mode for every phase; it reports what the phase would do.
@@ -95,9 +101,25 @@ options:
     default: jsonb_ops
   batch_size:
     description:
-      - Rows per backfill batch (one transaction each).
+      - Rows per backfill batch (one transaction each, holding its rows' locks until it commits). The largest batch
+        when O(batch_target_seconds) adapts it.
     type: int
-    default: 5000
+    default: 1000
+  batch_target_seconds:
+    description:
+      - A batch that takes longer than this halves the next one (not below 100 rows), so a writer waiting for a
+        batch's row locks waits about this long at most; one that takes less than half of it doubles the next, up
+        to O(batch_size). 0 keeps every batch at O(batch_size).
+    type: float
+    default: 0.2
+  scan:
+    description:
+      - With O(phase=plan) and O(phase=expand), scan the table for values O(target_type) cannot hold (only text[] can
+        refuse a value). A run scans once, in its pre-flight plan; its later plan and expand can skip it. Without
+        the scan, the trigger refuses such a write from V(expand) on, and V(backfill) stops at such a row and names
+        it.
+    type: bool
+    default: true
   batch_pause:
     description:
       - Seconds to wait between batches.
@@ -117,14 +139,14 @@ options:
   lock_timeout_ms:
     description:
       - How long one try of V(expand), V(swap) or V(remove) (and a batch, for its row locks) waits for its lock. No
-        query queues behind the conversion for longer.
+        query queues behind the conversion for longer (pgroll's budget is 500 ms).
     type: int
-    default: 1000
+    default: 500
   retries:
     description:
-      - Tries in all before giving up, with back-off between them.
+      - Tries in all before giving up, with back-off between them. Giving up names the sessions holding the lock.
     type: int
-    default: 10
+    default: 20
   retry_delay:
     description:
       - Seconds before the second try; doubles each time up to O(max_retry_delay).
@@ -134,7 +156,7 @@ options:
     description:
       - Longest wait between tries, in seconds.
     type: float
-    default: 10
+    default: 3
   version_table:
     description:
       - Alembic's version table; V(swap) moves its row to O(revision) in the swap's own transaction.
@@ -173,7 +195,8 @@ notes:
     C(ALTER TABLE ... TYPE) leaves.
   - The backfill writes a new version of every row; autovacuum reuses that space afterwards. The dropped column's
     bytes stay in each row until the row is next updated or the table rewritten.
-  - Sessions with C(session_replication_role = replica) do not fire triggers; their writes are found by V(verify).
+  - Sessions with C(session_replication_role = replica) do not fire triggers; their writes are found by V(verify),
+    not by the swap's re-check, which relies on the trigger for every write since the verify.
 '''
 
 EXAMPLES = r'''
@@ -192,11 +215,11 @@ EXAMPLES = r'''
     table: ml_features
     column: tokens
     target_type: jsonb
-    batch_size: 5000
+    batch_size: 1000
     max_seconds: 20
   register: slice
 
-- name: Swap under a 1 s lock budget and record the Alembic revision
+- name: Swap under a 0.5 s lock budget per try and record the Alembic revision
   ledgermind.migrations.pg_online_convert:
     database_url: "{{ database_url }}"
     phase: swap
@@ -258,17 +281,17 @@ verify:
   returned: when O(phase=verify)
   type: dict
 swap:
-  description: The tries the swap needed and the revision recorded.
+  description: The tries the swap needed, the revision recorded, and what it re-checked under its lock.
   returned: when O(phase=swap)
   type: dict
 '''
 
-import time  # noqa: E402
-import typing as t  # noqa: E402
+import time
+import typing as t
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
     _lock_holders as lock_holders,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
@@ -279,13 +302,14 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     postgres_connection_argument_spec,
     psycopg2,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import find_key
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
     HISTORY_LOCK_SQL,
-    KEY_COLUMN_SQL,
     LOCK_HOLDERS_SQL,
     ONLINE_COLUMN_SQL,
     ONLINE_DDL,
     ONLINE_DEPENDENTS_SQL,
+    ONLINE_FINGERPRINT_SQL,
     ONLINE_INDEX_SQL,
     ONLINE_KEY_TYPE_SQL,
     ONLINE_PROGRESS_BATCH_SQL,
@@ -294,13 +318,14 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     ONLINE_PROGRESS_PRESENT_SQL,
     ONLINE_PROGRESS_RESTART_SQL,
     ONLINE_PROGRESS_SQL,
+    ONLINE_PROGRESS_UPGRADE_SQL,
+    ONLINE_PROGRESS_VERIFIED_SQL,
     ONLINE_PUBLICATIONS_SQL,
     ONLINE_REPLICA_LAG_SQL,
     ONLINE_TABLE_SQL,
     ONLINE_TARGETS,
     ONLINE_TRIGGER,
     ONLINE_TRIGGER_SQL,
-    PRIMARY_KEY_SQL,
     VERSION_TABLE_EXISTS_SQL,
     analyze_column_sql,
     count_rows_sql,
@@ -328,14 +353,19 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     version_rows_sql,
     version_update_sql,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays  # noqa: E402
-from ansible_collections.ledgermind.migrations.plugins.module_utils._space import free_space  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import (
+    LockBusy,
+    lock_budget_message,
+    lock_busy,
+    run_under_lock_budget,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._space import free_space
 
-# lock_not_available (lock_timeout), deadlock_detected: another try can succeed once the other session is gone.
-RETRYABLE_SQLSTATES = ('55P03', '40P01')
 PHASES = ['status', 'plan', 'expand', 'backfill', 'index', 'verify', 'swap', 'remove']
 # Rough cost of writing a row version against reading and converting it (for the plan's estimate only).
 WRITE_COST_FACTOR = 4.0
+# The smallest batch an adapting backfill goes down to.
+MIN_BATCH_SIZE = 100
 
 
 def argument_spec() -> dict[str, t.Any]:
@@ -352,24 +382,22 @@ def argument_spec() -> dict[str, t.Any]:
         index_name=dict(type='str'),
         index_method=dict(type='str', default='gin'),
         index_opclass=dict(type='str', default='jsonb_ops'),
-        batch_size=dict(type='int', default=5000),
+        batch_size=dict(type='int', default=1000),
+        batch_target_seconds=dict(type='float', default=0.2),
+        scan=dict(type='bool', default=True),
         batch_pause=dict(type='float', default=0.0),
         max_seconds=dict(type='float', default=0),
         max_replica_lag=dict(type='float', default=10),
-        lock_timeout_ms=dict(type='int', default=1000),
-        retries=dict(type='int', default=10),
+        lock_timeout_ms=dict(type='int', default=500),
+        retries=dict(type='int', default=20),
         retry_delay=dict(type='float', default=0.5),
-        max_retry_delay=dict(type='float', default=10),
+        max_retry_delay=dict(type='float', default=3),
         version_table=dict(type='str', default='alembic_version'),
         revision=dict(type='str'),
         allowed_revisions=dict(type='list', elements='str', default=[]),
         free_space_margin=dict(type='float', default=1.2),
     )
     return spec
-
-
-class LockBusy(Exception):
-    """A lock was not granted within the lock budget (or a deadlock was broken): try again after a pause."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,6 +444,18 @@ def refusals(table: dict[str, t.Any], target: str, dependents: list[dict[str, t.
         found.append(f"the table is published ({', '.join(publications)}): subscribers would see a column dropped and "
                      'another added. Use the in-place conversion')
     return found
+
+
+def next_batch_size(size: int, largest: int, seconds: float, target: float) -> int:
+    """The next batch's rows: halved (not below MIN_BATCH_SIZE) after a batch slower than ``target`` seconds,
+    doubled (up to ``largest``) after one faster than half of it; ``target`` 0 keeps ``largest``."""
+    if target <= 0:
+        return largest
+    if seconds > target:
+        return max(min(MIN_BATCH_SIZE, largest), size // 2)
+    if seconds < target / 2:
+        return min(largest, size * 2)
+    return size
 
 
 def estimate(rows: int, batch_size: int, batch_pause: float, seconds_per_row: float | None) -> dict[str, t.Any]:
@@ -501,25 +541,14 @@ def read_trigger(cur: t.Any, relid: int) -> dict[str, t.Any] | None:
     return dict(row) if row else None
 
 
-def find_key(module: AnsibleModule, cur: t.Any, relid: int) -> tuple[str, str]:
+def key_of(module: AnsibleModule, cur: t.Any, relid: int) -> tuple[str, str]:
     """O(key) or the single-column primary key, NOT NULL and unique on its own, with its type."""
     p = module.params
-    key = p['key']
-    if not key:
-        cur.execute(PRIMARY_KEY_SQL, dict(relid=relid))
-        keys = [r['column_name'] for r in cur.fetchall()]
-        if len(keys) != 1:
-            has = 'no primary key' if not keys else f"a multi-column primary key ({', '.join(keys)})"
-            fail(module, f'Table {relation(p)} has {has}: the backfill walks the table in the order of one key '
-                         'column. Set key to a NOT NULL column with a unique index of its own. Nothing was changed.')
-        key = keys[0]
-    cur.execute(KEY_COLUMN_SQL, dict(relid=relid, column=key))
-    row = cur.fetchone()
-    if row is None or not row['not_null'] or not row['unique_key']:
-        fail(module, f'Key column {relation(p)}.{key} must exist, be NOT NULL and have a unique index of its own: the '
-                     'backfill walks the table in its order. Nothing was changed.')
+    key = find_key(module, cur, relid, relation(p), p['key'],
+                   'the backfill walks the table in the order of one key column',
+                   'the backfill walks the table in its order', ' Nothing was changed.')
     cur.execute(ONLINE_KEY_TYPE_SQL, dict(relid=relid, column=key))
-    return str(key), str(cur.fetchone()['key_type'])
+    return key, str(cur.fetchone()['key_type'])
 
 
 def read_dependents(cur: t.Any, relid: int, attnum: int) -> list[dict[str, t.Any]]:
@@ -588,14 +617,8 @@ class Conversion:
 
     def query_error(self, conn: t.Any, error: Exception, doing: str) -> t.NoReturn:
         sqlstate = getattr(error, 'pgcode', None)
-        if sqlstate in RETRYABLE_SQLSTATES:
-            holders = lock_holders(conn, LOCK_HOLDERS_SQL, lock_holders_params(self.p['schema'], self.p['table']))
-            fail(self.module, '{} stayed locked by another session while {} it: {}. {} tries, each waiting at most '
-                              '{} ms so that no query queues behind it for longer, all gave up. Nothing was changed '
-                              'by the failed step; retry once that session finishes (a re-run continues where this '
-                              'one stopped), or raise the retries.'.format(
-                                  relation(self.p), doing, '; '.join(holders) or 'see pg_stat_activity',
-                                  self.result.get('tries', 1), self.p['lock_timeout_ms']))
+        if lock_busy(error):
+            self.give_up(doing, error, self.result.get('tries', 1), conn)
         if sqlstate == '42501':
             fail(self.module, f'Permission denied while {doing} {relation(self.p)}: the role must own the table and be '
                               f"able to write in schema {self.p['history_schema']}. Server said: "
@@ -604,17 +627,31 @@ class Conversion:
                             lock_holders_params(self.p['schema'], self.p['table']))
         raise AssertionError('unreachable')
 
-    def with_lock_budget(self, attempt: t.Callable[[bool], t.Any]) -> t.Any:
-        """Run ``attempt(last_try)`` until it succeeds; a LockBusy waits (back-off) and tries again."""
+    def give_up(self, doing: str, error: BaseException, tries: int, conn: t.Any = None) -> t.NoReturn:
+        """The lock budget is spent: fail naming the sessions holding the table (read on ``conn`` or a new one)."""
+        if isinstance(error, LockBusy):
+            fail(self.module, f'{error} {tries} tries gave up. Nothing was changed by the failed step; run again.',
+                 tries=tries)
+        own = conn is None
+        conn = self.connect() if own else conn
+        try:
+            holders = lock_holders(conn, LOCK_HOLDERS_SQL, lock_holders_params(self.p['schema'], self.p['table']))
+        finally:
+            if own:
+                close(conn)
+        fail(self.module, lock_budget_message(relation(self.p), doing, tries, self.p['lock_timeout_ms'], holders),
+             tries=tries)
+
+    def with_lock_budget(self, attempt: t.Callable[[], t.Any], doing: str) -> t.Any:
+        """``attempt()`` under the lock budget: a try that could not get its lock backs off and tries again."""
         p = self.p
-        delays = backoff_delays(p['retries'], p['retry_delay'], p['max_retry_delay'])
-        for number in range(p['retries']):
-            try:
-                self.result['tries'] = number + 1
-                return attempt(number >= len(delays))
-            except LockBusy:
-                time.sleep(delays[number])
-        raise AssertionError('unreachable: the last try fails instead of raising LockBusy')
+
+        def one_try(number: int) -> t.Any:
+            self.result['tries'] = number
+            return attempt()
+
+        return run_under_lock_budget(one_try, p['retries'], p['retry_delay'], p['max_retry_delay'],
+                                     lambda error, tries: self.give_up(doing, error, tries))
 
     # -- state -----------------------------------------------------------------------------------
     def read_state(self, cur: t.Any) -> dict[str, t.Any]:
@@ -650,6 +687,7 @@ class Conversion:
         return rows
 
     def plan(self, cur: t.Any, state: dict[str, t.Any], key: str, with_unconvertible: bool) -> dict[str, t.Any]:
+        """Rows, batches, estimate, space and refusals; ``with_unconvertible`` scans for values text[] cannot hold."""
         table = state['table']
         rows = self.row_count(cur, state)
         found = self.check_refusals(cur, state) if state['situation'] in ('pending', 'in_progress') else []
@@ -677,14 +715,15 @@ class Conversion:
     # -- phases ----------------------------------------------------------------------------------
     def run(self) -> dict[str, t.Any]:
         phase = self.p['phase']
-        if phase != 'remove' and not self.target:
-            fail(self.module, f'target_type is required for phase={phase} (jsonb or text[]).')
         if phase == 'remove':
-            return self.with_lock_budget(self.remove)
+            return self.with_lock_budget(self.remove, 'removing the online conversion of')
         if phase == 'expand':
-            return self.with_lock_budget(self.expand)
+            return self.with_lock_budget(self.expand, 'expanding')
         if phase == 'swap':
-            return self.with_lock_budget(self.swap)
+            self.with_lock_budget(self.swap, 'swapping the column of')
+            if self.result.get('swap'):
+                self.analyze()
+            return self.result
         return getattr(self, phase)()
 
     def open_read(self) -> tuple[t.Any, t.Any]:
@@ -700,8 +739,8 @@ class Conversion:
             self.result['rows'] = self.row_count(cur, state)
             self.result['revision'] = current_revision(cur, self.p['version_table'])
             if full:
-                key = find_key(self.module, cur, state['table']['relid'])[0]
-                self.plan(cur, state, key, with_unconvertible=True)
+                key = key_of(self.module, cur, state['table']['relid'])[0]
+                self.plan(cur, state, key, with_unconvertible=self.p['scan'])
             self.result['progress'] = self.progress_of(state)
             conn.rollback()
         except psycopg2.Error as e:
@@ -719,14 +758,14 @@ class Conversion:
         report.update(verified=progress['verified_at'] is not None, run_id=progress['run_id'])
         return report
 
-    def expand(self, last_try: bool) -> dict[str, t.Any]:
+    def expand(self) -> dict[str, t.Any]:
         p = self.p
         conn, cur = self.open_read()
         try:
             if not self.module.check_mode:
                 cur.execute(HISTORY_LOCK_SQL)
             state = self.read_state(cur)
-            key = find_key(self.module, cur, state['table']['relid'])[0]
+            key = key_of(self.module, cur, state['table']['relid'])[0]
             where = state['situation']
             if where == 'leftover':
                 fail(self.module, f'{relation(p)} holds the shadow column of an unfinished conversion to '
@@ -736,7 +775,9 @@ class Conversion:
                 conn.rollback()
                 self.result['actions'] = [f"{relation(p)}.{p['column']} is already {self.target}: nothing to expand"]
                 return self.result
-            plan = self.plan(cur, state, key, with_unconvertible=True)
+            # scan=false when the pre-flight's plan already scanned for values the target cannot hold: the trigger
+            # refuses such a write from now on, and the backfill stops at such a row, naming it.
+            plan = self.plan(cur, state, key, with_unconvertible=p['scan'])
             if plan['refusals']:
                 fail(self.module, f"Refusing the online conversion of {relation(p)}.{p['column']} to {self.target}: "
                                   + '; '.join(plan['refusals']) + '. Nothing was changed.',
@@ -750,9 +791,8 @@ class Conversion:
                 conn.rollback()
             self.result['key_column'] = key
         except psycopg2.Error as e:
-            if getattr(e, 'pgcode', None) in RETRYABLE_SQLSTATES and not last_try:
-                close(conn)
-                raise LockBusy() from e
+            if lock_busy(e):
+                raise
             self.query_error(conn, e, 'expanding')
         finally:
             close(conn)
@@ -817,84 +857,116 @@ class Conversion:
     def backfill(self) -> dict[str, t.Any]:
         p = self.p
         conn, cur = self.open_read()
-        hs = p['history_schema']
-        names = dict(schema=p['schema'], table=p['table'], column=p['column'])
         started = time.monotonic()
-        written_total = 0
-        read_total = 0
-        throttled = 0.0
         try:
             state = self.read_state(cur)
             conn.rollback()
             if not self.require_in_progress(state, 'backfill'):
                 return self.result
+            if state['trigger']['enabled'] == 'D':
+                fail(self.module, f'Trigger {ONLINE_TRIGGER} on {relation(p)} is disabled, so the shadow would not '
+                                  'follow the writes: run phase=expand (it re-creates it and restarts the backfill). '
+                                  'Nothing was changed.', state=state['situation'])
             progress = state['progress']
-            key, key_type = find_key(self.module, cur, state['table']['relid'])
+            key, key_type = key_of(self.module, cur, state['table']['relid'])
             conn.rollback()
-            rows_done = int(progress['rows_done'])
-            last_key = progress['last_key']
-            done = progress['backfilled_at'] is not None
             if self.module.check_mode:
-                self.result['progress'] = progress_report(rows_done, int(state['table']['estimated_rows'] or 0), 0, 0,
-                                                          done)
-                self.result['actions'] = [] if done else ['would backfill from key {}'.format(last_key or 'start')]
+                done = progress['backfilled_at'] is not None
+                self.result['progress'] = progress_report(int(progress['rows_done']),
+                                                          int(state['table']['estimated_rows'] or 0), 0, 0, done)
+                self.result['actions'] = [] if done else ['would backfill from key {}'.format(
+                    progress['last_key'] or 'start')]
                 return self.result
-            delays = backoff_delays(p['retries'], p['retry_delay'], p['max_retry_delay'])
-            last_lag_check = 0.0
-            while not done:
-                if p['max_replica_lag'] > 0 and time.monotonic() - last_lag_check >= 1.0:
-                    throttled += self.wait_for_replicas(cur, conn)
-                    last_lag_check = time.monotonic()
-                statement = online_backfill_sql(p['schema'], p['table'], key, key_type, p['column'], self.shadow,
-                                                self.target, hs, first=last_key is None)
-                for number in range(p['retries']):
-                    try:
-                        cur.execute(statement, dict(after=last_key, size=p['batch_size']))
-                        batch = cur.fetchone()
-                        if batch['rows_read']:
-                            cur.execute(history_sql(ONLINE_PROGRESS_BATCH_SQL, hs),
-                                        dict(names, last_key=batch['last_key'], rows=batch['rows_read']))
-                        else:
-                            cur.execute(online_mark_progress_sql(hs, 'backfilled_at'), names)
-                        conn.commit()
-                        break
-                    except psycopg2.Error as e:
-                        conn.rollback()
-                        if getattr(e, 'pgcode', None) in RETRYABLE_SQLSTATES and number < len(delays):
-                            time.sleep(delays[number])
-                            continue
-                        if getattr(e, 'pgcode', None) == '23514':
-                            fail(self.module, 'The backfill of {} stopped at a row the conversion refuses: {} Rows up '
-                                              'to key {} are done; fix the row and run again.'.format(
-                                                  relation(p), ' '.join(str(e).split()), last_key))
-                        self.query_error(conn, e, 'backfilling')
-                self.result['changed'] = True
-                if not batch['rows_read']:
-                    done = True
-                    break
-                last_key = batch['last_key']
-                rows_done += int(batch['rows_read'])
-                read_total += int(batch['rows_read'])
-                written_total += int(batch['rows_written'])
-                if int(batch['rows_read']) < p['batch_size']:
-                    continue  # one more (empty) batch marks the end in the same way as a resumed run
-                if p['max_seconds'] and time.monotonic() - started >= p['max_seconds']:
-                    break
-                if p['batch_pause']:
-                    time.sleep(p['batch_pause'])
+            report = self.run_batches(conn, cur, state, key, key_type, started)
         except psycopg2.Error as e:
             self.query_error(conn, e, 'backfilling')
         finally:
             close(conn)
+        self.result['progress'] = report
+        self.result['actions'] = [describe_progress(report)]
+        return self.result
+
+    def run_batches(self, conn: t.Any, cur: t.Any, state: dict[str, t.Any], key: str, key_type: str,
+                    started: float) -> dict[str, t.Any]:
+        """Batches from the recorded key until the end or O(max_seconds), each under the lock budget (its row
+        locks), the next one's size adapted to O(batch_target_seconds); the progress of this call."""
+        p = self.p
+        hs = p['history_schema']
+        names = dict(schema=p['schema'], table=p['table'], column=p['column'])
+        progress = state['progress']
+        rows_done, last_key = int(progress['rows_done']), progress['last_key']
+        done = progress['backfilled_at'] is not None
+        read_total = written_total = 0
+        throttled = last_lag_check = 0.0
+        size = p['batch_size']
+        sizes: list[int] = []
+        while not done:
+            if p['max_replica_lag'] > 0 and time.monotonic() - last_lag_check >= 1.0:
+                throttled += self.wait_for_replicas(cur, conn)
+                last_lag_check = time.monotonic()
+            statement = online_backfill_sql(p['schema'], p['table'], key, key_type, p['column'], self.shadow,
+                                            self.target, hs, first=last_key is None)
+
+            def one_batch(_number: int, statement: t.Any = statement, after: str | None = last_key,
+                          size: int = size) -> dict[str, t.Any]:
+                try:
+                    cur.execute(statement, dict(after=after, size=size))
+                    batch = dict(cur.fetchone())
+                    if batch['rows_read']:
+                        cur.execute(history_sql(ONLINE_PROGRESS_BATCH_SQL, hs),
+                                    dict(names, last_key=batch['last_key'], rows=batch['rows_read']))
+                    else:
+                        cur.execute(online_mark_progress_sql(hs, 'backfilled_at'), names)
+                    conn.commit()
+                    return batch
+                except psycopg2.Error as e:
+                    conn.rollback()
+                    if getattr(e, 'pgcode', None) == '23514':
+                        self.refuse_row(cur, conn, e, key, key_type, after, size)
+                    raise
+
+            batch_started = time.monotonic()
+            batch = run_under_lock_budget(one_batch, p['retries'], p['retry_delay'], p['max_retry_delay'],
+                                          lambda error, tries: self.give_up('backfilling', error, tries, conn))
+            self.result['changed'] = True
+            sizes.append(size)
+            if not batch['rows_read']:
+                done = True
+                break
+            last_key = batch['last_key']
+            rows_done += int(batch['rows_read'])
+            read_total += int(batch['rows_read'])
+            written_total += int(batch['rows_written'])
+            short = int(batch['rows_read']) < size
+            size = next_batch_size(size, p['batch_size'], time.monotonic() - batch_started, p['batch_target_seconds'])
+            if short:
+                continue  # one more (empty) batch marks the end in the same way as a resumed run
+            if p['max_seconds'] and time.monotonic() - started >= p['max_seconds']:
+                break
+            if p['batch_pause']:
+                time.sleep(p['batch_pause'])
         seconds = time.monotonic() - started
         rate = read_total / seconds if seconds > 0 and read_total else None
         report = progress_report(rows_done, int(state['table']['estimated_rows'] or 0), written_total, seconds, done,
                                  rate)
         report.update(rows_read=read_total, rows_written=written_total, seconds=round(seconds, 2),
-                      throttled_seconds=round(throttled, 1))
-        self.result['progress'] = report
-        self.result['actions'] = [describe_progress(report)]
-        return self.result
+                      throttled_seconds=round(throttled, 1), batches=len(sizes),
+                      batch_sizes=dict(smallest=min(sizes), largest=max(sizes)) if sizes else None)
+        return report
+
+    def refuse_row(self, cur: t.Any, conn: t.Any, error: Exception, key: str, key_type: str, after: str | None,
+                   size: int) -> t.NoReturn:
+        """A row of the batch holds what the target cannot: fail naming it (the batch was rolled back)."""
+        p = self.p
+        cur.execute(online_unconvertible_sql(p['schema'], p['table'], key, p['column'], self.target,
+                                             p['history_schema'], key_type), dict(after=after, size=size))
+        bad = cur.fetchone()
+        conn.rollback()
+        fail(self.module, 'The backfill of {} stopped at {} row(s) the conversion refuses (keys {}): {} Rows up to key '
+                          '{} are done; fix those rows (or roll back the conversion with phase=remove) and run '
+                          'again.'.format(relation(p), bad['unconvertible'], ', '.join(bad['sample_keys'] or []),
+                                          ' '.join(str(error).split()), after or '(none)'),
+             changed=True)
 
     def wait_for_replicas(self, cur: t.Any, conn: t.Any) -> float:
         """Sleep while a replica lags more than O(max_replica_lag); the seconds waited."""
@@ -966,17 +1038,24 @@ class Conversion:
                     return self.result
                 fail(self.module, f'The backfill of {relation(p)} has not reached the end yet: run phase=backfill '
                                   '(it continues where it stopped). Nothing was changed.')
-            key = find_key(self.module, cur, state['table']['relid'])[0]
+            key = key_of(self.module, cur, state['table']['relid'])[0]
+            # The catalog first, the rows after: a trigger disabled (or replaced) once this is read changes the
+            # fingerprint that the swap compares under its lock, so no write the scan misses can go unnoticed.
+            fingerprint = self.fingerprint(cur, state)['data_fingerprint']
+            conn.commit()
             cur.execute(online_verify_sql(p['schema'], p['table'], key, p['column'], self.shadow, self.target, hs))
             found = dict(cur.fetchone())
+            conn.commit()
             self.result['verify'] = found
             ok = not found['differing'] and not found['unconvertible']
-            # A verification already recorded and still true changes nothing.
-            newly = not ok or state['progress']['verified_at'] is None
+            # A verification already recorded under the same catalog and still true changes nothing.
+            newly = (not ok or state['progress']['verified_at'] is None
+                     or state['progress']['verified_fingerprint'] != fingerprint)
             self.result['changed'] = newly
             if newly and not self.module.check_mode:
                 if ok:
-                    cur.execute(online_mark_progress_sql(hs, 'verified_at'), names)
+                    cur.execute(history_sql(ONLINE_PROGRESS_UPGRADE_SQL, hs))  # an older table's missing column
+                    cur.execute(history_sql(ONLINE_PROGRESS_VERIFIED_SQL, hs), dict(names, fingerprint=fingerprint))
                 else:
                     cur.execute(history_sql(ONLINE_PROGRESS_RESTART_SQL, hs), names)
                 conn.commit()
@@ -996,50 +1075,93 @@ class Conversion:
             close(conn)
         return self.result
 
-    def swap(self, last_try: bool) -> dict[str, t.Any]:
+    def fingerprint(self, cur: t.Any, state: dict[str, t.Any]) -> dict[str, str]:
+        """The two catalog digests the swap relies on (ONLINE_FINGERPRINT_SQL): cheap, by oid."""
+        p = self.p
+        cur.execute(ONLINE_FINGERPRINT_SQL, dict(relid=state['table']['relid'], trigger=ONLINE_TRIGGER,
+                                                 column=p['column'], shadow=self.shadow, schema=p['schema'],
+                                                 table=p['table'], index=p['index_name'] or ''))
+        return dict(cur.fetchone())
+
+    def swap(self) -> dict[str, t.Any]:
+        """One try: every check before the lock, then under it the one catalog re-check and the swap itself."""
+        checked = self.swap_checks()
+        if checked is None or self.module.check_mode:
+            return self.result
+        state, revision, before = checked
         p = self.p
         hs = p['history_schema']
-        names = dict(schema=p['schema'], table=p['table'], column=p['column'])
         conn, cur = self.open_read()
         try:
-            if not self.module.check_mode:
-                cur.execute(lock_table_sql(p['schema'], p['table'], 'ACCESS EXCLUSIVE'))
-            state = self.read_state(cur)
-            if not self.require_in_progress(state, 'swap'):
+            cur.execute(lock_table_sql(p['schema'], p['table'], 'ACCESS EXCLUSIVE'))
+            now = self.fingerprint(cur, state)
+            if now['data_fingerprint'] != state['progress']['verified_fingerprint'] \
+                    or now['schema_fingerprint'] != before['schema_fingerprint']:
                 conn.rollback()
-                return self.result
-            problems = self.swap_problems(cur, state)
-            if problems and not (self.module.check_mode and state['progress']['verified_at'] is None):
-                fail(self.module, f'Refusing to swap {relation(p)}.{p["column"]}: ' + '; '.join(problems)
-                     + '. Nothing was changed.', state=state['situation'])
-            revision = self.check_revision(cur) if p['revision'] else None
-            self.result['actions'] = [
-                f"drop {ONLINE_TRIGGER}, drop column {p['column']} ({state['table']['column_type']}), rename "
-                f"{self.shadow} to {p['column']} ({self.target})"
-                + (f", move {p['version_table']} from {revision} to {p['revision']}" if p['revision'] else '')]
-            if self.module.check_mode:
-                conn.rollback()
-                self.result['changed'] = True
-                return self.result
+                raise LockBusy(f'The catalog of {relation(p)} changed while the swap waited for its lock (trigger, '
+                               'column, shadow, dependents, publications or index); the lock was given back.')
             for statement in online_swap_sql(p['schema'], p['table'], p['column'], self.shadow, hs, self.function,
                                              state['table']['comment']):
                 cur.execute(statement)
             if p['revision']:
                 cur.execute(version_update_sql(p['version_table']),
                             dict(revision=p['revision'], allowed=list(p['allowed_revisions']) + [p['revision']]))
-            cur.execute(history_sql(ONLINE_PROGRESS_DELETE_SQL, hs), names)
+                if cur.rowcount != 1:
+                    conn.rollback()
+                    raise LockBusy(f"Alembic's version table {p['version_table']} changed while the swap waited for "
+                                   'its lock; the lock was given back.')
+            cur.execute(history_sql(ONLINE_PROGRESS_DELETE_SQL, hs),
+                        dict(schema=p['schema'], table=p['table'], column=p['column']))
             conn.commit()
-            self.result.update(changed=True, swap=dict(tries=self.result.get('tries', 1), revision=p['revision'],
-                                                       revision_before=revision))
+            self.result.update(changed=True, swap=dict(
+                tries=self.result.get('tries', 1), revision=p['revision'], revision_before=revision,
+                checked_under_lock=['catalog fingerprint of the trigger, column and shadow against the verify',
+                                    'dependents, publications and index against the checks before the lock',
+                                    "Alembic's version row (the guarded UPDATE)"]))
         except psycopg2.Error as e:
-            if getattr(e, 'pgcode', None) in RETRYABLE_SQLSTATES and not last_try:
-                close(conn)
-                raise LockBusy() from e
+            if lock_busy(e):
+                raise
             self.query_error(conn, e, 'swapping the column of')
         finally:
             close(conn)
-        self.analyze()
         return self.result
+
+    def swap_checks(self) -> tuple[dict[str, t.Any], str | None, dict[str, str]] | None:
+        """Everything the swap checks before it takes its lock, in a transaction of its own: the state, what it
+        would break or lose, the index, the revision, and the fingerprint it re-checks under the lock. None when
+        there is nothing to swap; fails naming what stops it."""
+        p = self.p
+        conn, cur = self.open_read()
+        try:
+            conn.set_session(readonly=True)
+            state = self.read_state(cur)
+            if not self.require_in_progress(state, 'swap'):
+                return None
+            problems = self.swap_problems(cur, state)
+            if problems and not (self.module.check_mode and state['progress']['verified_at'] is None):
+                fail(self.module, f'Refusing to swap {relation(p)}.{p["column"]}: ' + '; '.join(problems)
+                     + '. Nothing was changed.', state=state['situation'], tries=self.result.get('tries', 1))
+            revision = self.check_revision(cur) if p['revision'] else None
+            before = self.fingerprint(cur, state)
+            if state['progress']['verified_at'] is not None \
+                    and before['data_fingerprint'] != state['progress']['verified_fingerprint']:
+                fail(self.module, f'The trigger, column or shadow of {relation(p)} changed since the verify (the '
+                                  'trigger disabled, re-enabled or replaced?), so writes may have bypassed it: run '
+                                  'phase=verify again, then swap. Nothing was changed.', state=state['situation'],
+                     tries=self.result.get('tries', 1))
+            self.result['actions'] = [
+                f"drop {ONLINE_TRIGGER}, drop column {p['column']} ({state['table']['column_type']}), rename "
+                f"{self.shadow} to {p['column']} ({self.target})"
+                + (f", move {p['version_table']} from {revision} to {p['revision']}" if p['revision'] else '')]
+            if self.module.check_mode:
+                self.result['changed'] = True
+            return state, revision, before
+        except psycopg2.Error as e:
+            if lock_busy(e):
+                raise  # a table size read waits for a lock too: another try
+            self.query_error(conn, e, 'swapping the column of')
+        finally:
+            close(conn)
 
     def swap_problems(self, cur: t.Any, state: dict[str, t.Any]) -> list[str]:
         p = self.p
@@ -1083,7 +1205,7 @@ class Conversion:
         finally:
             close(conn)
 
-    def remove(self, last_try: bool) -> dict[str, t.Any]:
+    def remove(self) -> dict[str, t.Any]:
         p = self.p
         hs = p['history_schema']
         conn, cur = self.open_read()
@@ -1112,24 +1234,32 @@ class Conversion:
                             dict(schema=p['schema'], table=p['table'], column=p['column']))
             conn.commit()
         except psycopg2.Error as e:
-            if getattr(e, 'pgcode', None) in RETRYABLE_SQLSTATES and not last_try:
-                close(conn)
-                raise LockBusy() from e
+            if lock_busy(e):
+                raise
             self.query_error(conn, e, 'removing the online conversion of')
         finally:
             close(conn)
         return self.result
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def check_params(module: AnsibleModule) -> None:
     p = module.params
     for name in ('batch_size', 'retries', 'lock_timeout_ms'):
         if p[name] < 1:
             fail(module, f'{name} must be at least 1.')
-    if p['phase'] in ('status', 'plan'):
-        module.exit_json(**Conversion(module).plan_only(full=p['phase'] == 'plan'))
-    module.exit_json(**Conversion(module).run())
+    if p['batch_target_seconds'] < 0:
+        fail(module, 'batch_target_seconds must be 0 (no adapting) or more.')
+    if p['phase'] not in ('remove', 'status', 'plan') and not p['target_type']:
+        fail(module, f"target_type is required for phase={p['phase']} (jsonb or text[]).")
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    check_params(module)
+    conversion = Conversion(module)
+    if module.params['phase'] in ('status', 'plan'):
+        module.exit_json(**conversion.plan_only(full=module.params['phase'] == 'plan'))
+    module.exit_json(**conversion.run())
 
 
 if __name__ == '__main__':

@@ -75,15 +75,22 @@ options:
   lock_timeout_ms:
     description:
       - Longest time one try waits for the table's lock (C(CREATE TRIGGER) takes SHARE ROW EXCLUSIVE, which writers
-        queue behind; C(DROP TRIGGER) ACCESS EXCLUSIVE, which readers queue behind too). No query waits longer.
+        queue behind; C(DROP TRIGGER) ACCESS EXCLUSIVE, which readers queue behind too). No query waits longer
+        (pgroll's budget is 500 ms).
     type: int
-    default: 1000
+    default: 500
   retries:
-    description: Tries at most; between two, a back-off doubling from O(retry_delay) up to 30 s.
+    description:
+      - Tries at most; between two, a back-off doubling from O(retry_delay) up to O(max_retry_delay). Giving up names
+        the sessions holding the table.
     type: int
-    default: 5
+    default: 20
   retry_delay:
     description: Seconds to wait after the first try that could not get the lock.
+    type: float
+    default: 0.25
+  max_retry_delay:
+    description: Longest wait between two tries, in seconds.
     type: float
     default: 1.0
 extends_documentation_fragment:
@@ -100,7 +107,7 @@ attributes:
     platforms: posix
 notes:
   - C(CREATE TRIGGER) waits for transactions writing to the table, and C(DROP TRIGGER) for every transaction
-    using it, both for at most O(lock_timeout) seconds. A timeout names the sessions holding the table.
+    using it, each try for at most O(lock_timeout_ms). Giving up names the sessions holding the table.
   - The trigger function is C(SECURITY DEFINER), owned by the role that runs this module, with a fixed
     C(search_path). The application's roles need no rights on the log. The module's role must own the table
     (or have the C(TRIGGER) privilege on it) and be able to create the history schema, or write in it.
@@ -194,12 +201,14 @@ replaced_run_id:
   type: str
 '''
 
-import time  # noqa: E402
-import typing as t  # noqa: E402
+import typing as t
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
+    _lock_holders as lock_holders,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
     close,
     connect_writable,
     fail,
@@ -207,13 +216,12 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     postgres_connection_argument_spec,
     psycopg2,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import find_key
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
     COLUMN_SQL,
     HISTORY_LOCK_SQL,
     HISTORY_PRESENT_SQL,
-    KEY_COLUMN_SQL,
     LOCK_HOLDERS_SQL,
-    PRIMARY_KEY_SQL,
     RELATION_SQL,
     RUN_STATUS_SQL,
     WRITE_LOG_COLUMNS,
@@ -235,7 +243,11 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     write_log_function_body,
     write_log_function_name,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import (
+    lock_budget_message,
+    lock_busy,
+    run_under_lock_budget,
+)
 
 SQLSTATE_INSUFFICIENT_PRIVILEGE = '42501'
 
@@ -250,9 +262,10 @@ def argument_spec() -> dict[str, t.Any]:
         column=dict(type='str'),
         key=dict(type='str', no_log=False),
         history_schema=dict(type='str', default='ledgermind_migrations'),
-        lock_timeout_ms=dict(type='int', default=1000),
-        retries=dict(type='int', default=5),
-        retry_delay=dict(type='float', default=1.0),
+        lock_timeout_ms=dict(type='int', default=500),
+        retries=dict(type='int', default=20),
+        retry_delay=dict(type='float', default=0.25),
+        max_retry_delay=dict(type='float', default=1.0),
     )
     return spec
 
@@ -365,29 +378,11 @@ def find_table(module: AnsibleModule, cur: t.Any, required: bool) -> int | None:
     return int(row['relid'])
 
 
-def find_key(module: AnsibleModule, cur: t.Any, relid: int) -> str:
+def key_column(module: AnsibleModule, cur: t.Any, relid: int) -> str:
     """O(key) or the single-column primary key, checked to be NOT NULL and unique on its own."""
     p = module.params
-    relation = '{}.{}'.format(p['schema'], p['table'])
-    key = p['key']
-    if not key:
-        cur.execute(PRIMARY_KEY_SQL, dict(relid=relid))
-        keys = [r['column_name'] for r in cur.fetchall()]
-        if len(keys) != 1:
-            has = 'no primary key' if not keys else f"a multi-column primary key ({', '.join(keys)})"
-            fail(module, f'Table {relation} has {has}: the write log names rows by one key column. Set key to a '
-                         'NOT NULL column with a unique index of its own.')
-        key = keys[0]
-    cur.execute(KEY_COLUMN_SQL, dict(relid=relid, column=key))
-    row = cur.fetchone()
-    if row is None:
-        fail(module, f'Key column {relation}.{key} does not exist.')
-    problems = [text for ok, text in ((row['not_null'], 'nullable'),
-                                      (row['unique_key'], 'not alone in a valid unique index')) if not ok]
-    if problems:
-        fail(module, f"Key column {relation}.{key} is {' and '.join(problems)}: the write log and the fingerprint "
-                     'name rows by it, so it must be NOT NULL and unique on its own.')
-    return str(key)
+    return find_key(module, cur, relid, '{}.{}'.format(p['schema'], p['table']), p['key'],
+                    'the write log names rows by one key column', 'the write log and the fingerprint name rows by it')
 
 
 def check_column(module: AnsibleModule, cur: t.Any, relid: int) -> None:
@@ -446,28 +441,28 @@ def execute_absent(cur: t.Any, actions: list[str], params: dict[str, t.Any], run
             cur.execute(history_sql(WRITE_LOG_DELETE_SQL, hs), dict(run_id=run_id))
 
 
-class LockBusy(Exception):
-    """The table's lock was not granted within the lock budget (or a deadlock was broken): try again later."""
-
-
-# lock_not_available (lock_timeout), deadlock_detected: another try can succeed once the other session is gone.
-RETRYABLE_SQLSTATES = ('55P03', '40P01')
-
-
 def run(module: AnsibleModule) -> dict[str, t.Any]:
     """``run_once`` under the lock budget: each try waits at most O(lock_timeout_ms) for the table's lock (so
-    no query queues behind it for longer), then backs off and tries again, O(retries) times in all."""
+    no query queues behind it for longer), then backs off and tries again, O(retries) times in all; giving up
+    names the sessions holding the table."""
     p = module.params
-    delays = backoff_delays(p['retries'], p['retry_delay'], 30.0)
-    for attempt in range(p['retries']):
-        try:
-            return run_once(module, last_try=attempt >= len(delays))
-        except LockBusy:
-            time.sleep(delays[attempt])
-    raise AssertionError('unreachable: the last try fails the module instead of raising LockBusy')
+    return run_under_lock_budget(lambda _number: run_once(module), p['retries'], p['retry_delay'],
+                                 p['max_retry_delay'], lambda _error, tries: give_up(module, tries))
 
 
-def run_once(module: AnsibleModule, last_try: bool = True) -> dict[str, t.Any]:
+def give_up(module: AnsibleModule, tries: int) -> t.NoReturn:
+    p = module.params
+    conn = connect_writable(module)
+    try:
+        holders = lock_holders(conn, LOCK_HOLDERS_SQL, lock_holders_params(p['schema'], p['table']))
+    finally:
+        close(conn)
+    doing = 'installing the write log on' if p['state'] == 'present' else 'removing the write log from'
+    fail(module, lock_budget_message('{}.{}'.format(p['schema'], p['table']), doing, tries, p['lock_timeout_ms'],
+                                     holders), tries=tries)
+
+
+def run_once(module: AnsibleModule) -> dict[str, t.Any]:
     p = module.params
     present = p['state'] == 'present'
     hs = p['history_schema']
@@ -494,7 +489,7 @@ def run_once(module: AnsibleModule, last_try: bool = True) -> dict[str, t.Any]:
                 if relid is None:  # not reached: find_table failed
                     raise AssertionError('no table')
                 check_column(module, cur, relid)
-                key = find_key(module, cur, relid)
+                key = key_column(module, cur, relid)
                 if other is not None and other_active:
                     fail(module, f"{names['table']} already has trigger {WRITE_LOG_TRIGGER} for run {other}. "
                                  f'One run logs a table at a time: finish that run, or remove its log '
@@ -525,7 +520,7 @@ def run_once(module: AnsibleModule, last_try: bool = True) -> dict[str, t.Any]:
                     result['other_run_id'] = other
                     if other_active:
                         module.warn(f"Trigger {WRITE_LOG_TRIGGER} on {names['table']} belongs to run {other}, "
-                                    f"which is still running; it was left in place.")
+                                    'which is still running; it was left in place.')
                 if actions and not module.check_mode:
                     execute_absent(cur, actions, p, runs)
         if module.check_mode:
@@ -533,9 +528,8 @@ def run_once(module: AnsibleModule, last_try: bool = True) -> dict[str, t.Any]:
         else:
             conn.commit()
     except psycopg2.Error as e:
-        if getattr(e, 'pgcode', None) in RETRYABLE_SQLSTATES and not last_try:
-            close(conn)
-            raise LockBusy() from e
+        if lock_busy(e):
+            raise
         if getattr(e, 'pgcode', None) == SQLSTATE_INSUFFICIENT_PRIVILEGE:
             fail(module, 'Permission denied while {} the write log on {}: the role must own the table (or hold its '
                          'TRIGGER privilege) and be able to create schema {} (CREATE on the database) or write in it. '
@@ -549,11 +543,15 @@ def run_once(module: AnsibleModule, last_try: bool = True) -> dict[str, t.Any]:
     return result
 
 
+def check_params(module: AnsibleModule) -> None:
+    if module.params['retries'] < 1 or module.params['lock_timeout_ms'] < 1:
+        fail(module, 'retries and lock_timeout_ms must be at least 1.')
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            required_if=[('state', 'present', ('column',))])
-    if module.params['retries'] < 1 or module.params['lock_timeout_ms'] < 1:
-        fail(module, 'retries and lock_timeout_ms must be at least 1.')
+    check_params(module)
     module.exit_json(**run(module))
 
 

@@ -816,3 +816,78 @@ def test_expand_refuses_what_the_swap_would_lose_and_changes_nothing(fresh_db: C
     assert '3 row(s) hold values text[] cannot hold' in message and 'keys 7, 8, 9' in message, message
     assert message.endswith('Nothing was changed.')
     assert table_state(url) == before
+
+    # Without the scan (the role's expand, after the pre-flight's plan scanned): the backfill stops at those rows,
+    # naming them, and the rows keep their values; remove takes the shadow and trigger away.
+    expand, backfill = play(tmp_path, [task(url, 'expand', 'text[]', scan=False), task(url, 'backfill', 'text[]')])
+    assert expand['changed'] and not expand.get('failed'), expand
+    assert backfill.get('failed') and backfill['changed'] is True, backfill
+    assert "stopped at 3 row(s) the conversion refuses (keys 7, 8, 9)" in backfill['msg'], backfill['msg']
+    assert 'cannot be stored as text[]' in backfill['msg'] and 'phase=remove' in backfill['msg']
+    ok(play(tmp_path, [task(url, 'remove', None)]), 1)
+    assert table_state(url) == before
+
+
+def test_swap_checks_before_its_lock_and_rechecks_the_catalog_under_it(fresh_db: Callable[..., str],
+                                                                      tmp_path: Path) -> None:
+    """What the swap checks needs no lock: it fails at once while another session holds the table. Under its lock
+    it only compares the catalog with what it checked: a view committed while it waited for the lock makes it give
+    the lock back, and the next try's checks name the view."""
+    url = fresh_db()
+    ok(play(tmp_path, [task(url, phase) for phase in ('expand', 'backfill', 'index', 'verify')]), 4)
+    before, digest = table_state(url), tokens_digest(url)
+    blocker = psycopg2.connect(url, application_name='lm_test_long_transaction')
+    try:
+        with blocker.cursor() as cur:
+            cur.execute('SELECT txn_id FROM ml_features WHERE txn_id = 1 FOR UPDATE')  # holds RowShareLock
+        query(url, "UPDATE alembic_version SET version_num = 'somewhere_else'")
+        [refused] = play(tmp_path, [task(url, 'swap', retries=20, lock_timeout_ms=2000)])
+        assert refused.get('failed') and 'somewhere_else' in refused['msg'], refused
+        assert 'stayed locked' not in refused['msg'] and refused['changed'] is False
+        query(url, f"UPDATE alembic_version SET version_num = '{BASE}'")
+
+        # The view is created in the blocker's transaction (invisible to the swap's checks) and committed while
+        # the swap waits for its lock, well within its 2 s try.
+        with blocker.cursor() as cur:
+            cur.execute('CREATE VIEW ml_tokens_v AS SELECT txn_id, tokens FROM ml_features')
+        results: list[list[dict[str, Any]]] = []
+        swapping = threading.Thread(target=lambda: results.append(
+            play(tmp_path, [task(url, 'swap', retries=20, lock_timeout_ms=2000, retry_delay=0.1)])), daemon=True)
+        swapping.start()
+        wait_until(lambda: swap_waiting(url), 60, 'the swap to wait for its lock')
+        blocker.commit()
+        swapping.join(timeout=120)
+    finally:
+        blocker.close()
+    [failed] = results[0]
+    assert failed.get('failed') and failed['changed'] is False, failed
+    assert 'view ml_tokens_v depends on the column' in failed['msg'], failed['msg']
+    assert failed['tries'] == 2, failed  # the first try got its lock, found the catalog changed and gave it back
+    assert {**table_state(url), 'views': None} == {**before, 'views': None}
+    assert tokens_digest(url) == digest and column_type(url) == 'text[]' and revision(url) == [BASE]
+
+    query(url, 'DROP VIEW ml_tokens_v')
+    [swapped] = ok(play(tmp_path, [task(url, 'swap')]), 1)
+    assert swapped['swap']['tries'] == 1 and len(swapped['swap']['checked_under_lock']) == 3, swapped
+    assert_jsonb_head(url)
+
+
+def test_a_trigger_disabled_after_the_verify_sends_the_swap_back_to_the_verify(fresh_db: Callable[..., str],
+                                                                               tmp_path: Path) -> None:
+    """The swap trusts the verify only while the trigger stayed as the verify saw it: a write made while it was
+    disabled would otherwise be lost at the swap."""
+    url = fresh_db()
+    ok(play(tmp_path, [task(url, phase) for phase in ('expand', 'backfill', 'index', 'verify')]), 4)
+    query(url, f'ALTER TABLE ml_features DISABLE TRIGGER {TRIGGER}')
+    query(url, '''UPDATE ml_features SET tokens = '{bypassed,"the trigger"}' WHERE txn_id = 5''')
+    query(url, f'ALTER TABLE ml_features ENABLE TRIGGER {TRIGGER}')
+    before = table_state(url)
+    [refused] = play(tmp_path, [task(url, 'swap')])
+    assert refused.get('failed') and 'changed since the verify' in refused['msg'], refused
+    assert 'run phase=verify again' in refused['msg'] and table_state(url) == before
+
+    [verify] = play(tmp_path, [task(url, 'verify')])
+    assert verify.get('failed') and verify['verify']['differing'] == 1 and verify['verify']['sample_keys'] == ['5']
+    ok(play(tmp_path, [task(url, phase) for phase in ('backfill', 'verify', 'swap')]), 3)
+    assert_jsonb_head(url)
+    assert contents(url)[5] == ['bypassed', 'the trigger']

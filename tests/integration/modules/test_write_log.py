@@ -490,3 +490,31 @@ def test_refuses_tables_without_a_usable_key(db_url: str) -> None:
     assert r['failed'] and r['msg'] == 'Column public.ml_features.nope does not exist.'
     r = run('pg_write_log', dict(database_url=db_url, table='nope', column='tokens', run_id=RUN))
     assert r['failed'] and r['msg'].startswith('Table public.nope does not exist')
+
+
+def test_gives_up_after_its_tries_naming_the_session_holding_the_table(db_url: str) -> None:
+    """The trigger's DDL waits at most one try (lock_timeout_ms) for the table, a bounded number of times, and
+    then names who held it; once that session is gone, it goes through."""
+    blocker = psycopg2.connect(db_url, application_name='lm_test_write_log_blocker')
+    try:
+        with blocker.cursor() as cur:
+            cur.execute('SELECT pg_backend_pid()')
+            pid = cur.fetchone()[0]
+            cur.execute('LOCK TABLE ml_features IN ROW EXCLUSIVE MODE')  # what a writing transaction holds
+        budget = dict(lock_timeout_ms=100, retries=3, retry_delay=0.05, max_retry_delay=0.05)
+        failed = write_log(db_url, **budget)
+        assert failed['failed'] and failed['changed'] is False and failed['tries'] == 3, failed
+        assert failed['msg'].startswith('public.ml_features stayed locked by another session while installing the '
+                                        f'write log on it: pid {pid} '), failed['msg']
+        assert 'RowExclusiveLock' in failed['msg'] and '3 tries, each waiting at most 100 ms' in failed['msg']
+        assert triggers(db_url) == 0
+        blocker.rollback()
+        assert write_log(db_url, **budget)['changed'] is True and triggers(db_url) == 1
+        with blocker.cursor() as cur:
+            cur.execute('LOCK TABLE ml_features IN ACCESS SHARE MODE')  # a reader: DROP TRIGGER waits for it too
+        gone = write_log(db_url, state='absent', **budget)
+        assert gone['failed'] and 'while removing the write log from it: pid' in gone['msg'], gone
+        assert 'AccessShareLock' in gone['msg'] and triggers(db_url) == 1
+    finally:
+        blocker.close()
+    assert write_log(db_url, state='absent')['changed'] is True and triggers(db_url) == 0

@@ -112,8 +112,8 @@ def test_online_migrate_and_rollback_under_live_writes_pass_and_keep_every_write
 def test_a_swap_that_cannot_get_its_lock_fails_cleanly_and_the_run_removes_what_it_left(pgdb, playbook):
     original = pgdb.state()
     with table_locked_once_expanded(pgdb, 5) as took:
-        run = playbook.run("migrate_tokens.yml", *ONLINE, "-e", "db_migration_retries=2",
-                           "-e", "db_migration_lock_timeout_ms=200")
+        run = playbook.run("migrate_tokens.yml", *ONLINE, "-e", "db_migration_online_retries=2",
+                           "-e", "db_migration_online_lock_timeout_ms=200")
     assert took.is_set()
     assert_failed(run)
     message = run.failure_msg
@@ -127,8 +127,8 @@ def test_a_swap_that_cannot_get_its_lock_fails_cleanly_and_the_run_removes_what_
 def test_with_the_automatic_rollback_off_a_rerun_continues_the_conversion(pgdb, playbook):
     original = pgdb.state()
     with table_locked_once_expanded(pgdb, 5):
-        run = playbook.run("migrate_tokens.yml", *ONLINE, "-e", "db_migration_retries=2",
-                           "-e", "db_migration_lock_timeout_ms=200", "-e", "ledgermind_auto_rollback=false")
+        run = playbook.run("migrate_tokens.yml", *ONLINE, "-e", "db_migration_online_retries=2",
+                           "-e", "db_migration_online_lock_timeout_ms=200", "-e", "ledgermind_auto_rollback=false")
     assert_failed(run)
     message = run.failure_msg
     assert "An online conversion is unfinished" in message and "Run migrate_tokens.yml again to continue it" in \

@@ -121,3 +121,26 @@ def test_no_wait_without_a_visible_lag(monkeypatch: pytest.MonkeyPatch, lags: li
     conv = conversion(10)
     assert conv.wait_for_replicas(LagCursor(lags), Conn()) == 0.0
     assert conv.result['replicas'] == dict(count=1, lag_seconds=lags[0])
+
+
+@pytest.mark.parametrize(('size', 'seconds', 'target', 'expected'), [
+    (1000, 0.5, 0.2, 500),      # too slow: halved
+    (150, 0.5, 0.2, 100),       # not below the smallest batch
+    (1000, 0.15, 0.2, 1000),    # within the target: kept
+    (250, 0.05, 0.2, 500),      # quick: doubled
+    (800, 0.05, 0.2, 1000),     # but never above the configured size
+    (400, 5.0, 0.0, 1000),      # no target: always the configured size
+])
+def test_next_batch_size_adapts_to_the_target(size: int, seconds: float, target: float, expected: int) -> None:
+    assert m.next_batch_size(size, 1000, seconds, target) == expected
+
+
+def test_the_smallest_batch_is_never_above_the_configured_one() -> None:
+    assert m.next_batch_size(50, 50, 9.0, 0.2) == 50
+
+
+def test_cheap_shadow_test_is_the_conversion_for_jsonb_and_the_reverse_for_text() -> None:
+    to_jsonb = q.online_shadow_matches('jsonb', q.sql.Identifier('c'), q.sql.Identifier('s'))
+    assert 'to_jsonb' in repr(to_jsonb)
+    to_text = repr(q.online_shadow_matches('text[]', q.sql.Identifier('c'), q.sql.Identifier('s')))
+    assert 'to_jsonb' in to_text and 'array_lower' in to_text and 'jsonb_array_elements_text' not in to_text
