@@ -96,3 +96,44 @@ def test_an_archive_without_recorded_content_is_proven_against_what_the_migratio
     assert back.rc == 0, back.describe()
     proof = back.result(PROOF_TASK)["proof"]
     assert proof["matches"] is True and proof["baseline_fingerprint"] == sidecar["metadata"]["fingerprint"], proof
+
+
+RESTORE_TASK = "Restore the table from the verified archive, in one transaction, under the lock budget"
+BUDGET = ("-e", "migration_rollback_lock_timeout_ms=300", "-e", "migration_rollback_retries=2",
+          "-e", "migration_rollback_retry_delay=0.1")
+
+
+def test_the_restore_after_a_failed_downgrade_goes_through_the_lock_budget(pgdb, playbook):
+    migrated = playbook.run("migrate_tokens.yml")
+    assert migrated.rc == 0, migrated.describe()
+    holder = pgdb.connect(autocommit=False)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SET application_name = 'lm_test_pb_lock_holder'")
+            cur.execute("SELECT count(*) FROM ml_features")  # ACCESS SHARE, held until the transaction ends
+            cur.execute("SELECT pg_backend_pid()")
+            holder_pid = cur.fetchone()[0]
+        state = pgdb.state()
+        # The downgrade gives up on the lock (its own budget); the restore that replaces it runs under the same one.
+        back = playbook.run("rollback_tokens.yml", "-e", "migration_rollback_restore_from_backup=true", *BUDGET)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert back.rc != 0, back.describe()
+    downgrade = back.result("Downgrade to the exact previous revision under the lock budget")
+    # Reported, not failed (failed_when): the restore replaces a failed downgrade.
+    assert [a["lock_timeout"] for a in downgrade["attempts"]] == [True, True], downgrade
+    restored = back.result(RESTORE_TASK)
+    assert restored.get("failed"), restored
+    assert restored["lock_timeout_ms"] == 300 and [a["lock_timeout"] for a in restored["attempts"]] == [True, True]
+    msg = restored["msg"]
+    assert msg.startswith("public.ml_features stayed locked by another session: 2 tries of the restore"), msg
+    assert f"pid {holder_pid} (application_name 'lm_test_pb_lock_holder'" in msg, msg
+    assert "Nothing was changed: read back from the database" in msg, msg
+    assert pgdb.state() == state  # still migrated: jsonb, its index, the same content
+
+    # The holder gone, the same rollback goes through: downgrade and restore, text[] with the archive's content.
+    again = playbook.run("rollback_tokens.yml", "-e", "migration_rollback_restore_from_backup=true", *BUDGET)
+    assert again.rc == 0, again.describe()
+    assert again.result(RESTORE_TASK)["attempts"][-1]["lock_timeout"] is False
+    assert pgdb.column_type() == "text[]"
