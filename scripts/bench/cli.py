@@ -1,9 +1,10 @@
-"""`make bench` / `python scripts/bench [--sizes 10000,1000000] [--10m] [--reps 3] [--out results]`.
+"""`make bench` / `python scripts/bench [--sizes 10000,1000000] [--10m] [--reps 3] [--rehearsal full|off|only]`.
 
 Seeds a database of its own (``ledgermind_bench`` on the local stack, or on $DATABASE_URL's
 server, loopback only), times the runbook's bare commands and our playbooks' phases at each size,
 our playbooks both in place and online (``--online migrate`` leaves out the online rollback,
-``--online off`` the online conversion),
+``--online off`` the online conversion), and the migrate with the rehearsal on against off, with the
+rehearsal's own steps, up to ``--rehearsal-max-rows`` (``--rehearsal only``: that alone, ``off``: not),
 and writes results/bench.json, results/bench.md and results/bench.png; prints the Markdown.
 Numbers are measured, never judged here: the targets table says which are met.
 """
@@ -24,6 +25,7 @@ from .env import REPO, BenchError, database_url, machine
 
 DEFAULT_SIZES = (10_000, 1_000_000)
 ONLINE_CHOICES = ("full", "migrate", "off")
+REHEARSAL_CHOICES = ("full", "off", "only")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "default), migrate (the migrate only) or off")
     parser.add_argument("--online-batch-size", type=int, default=None,
                         help="rows per online backfill batch (default: the roles' ledgermind_online_batch_size)")
+    parser.add_argument("--rehearsal", choices=REHEARSAL_CHOICES, default="full",
+                        help="full (the default): each repetition also runs our migrate playbook in place with the "
+                             "rehearsal on, for its cost; only: that and the same run without it, nothing else; off")
+    parser.add_argument("--rehearsal-max-rows", type=int, default=1_000_000,
+                        help="largest size the rehearsal is measured at (default 1000000: not at 10M)")
     parser.add_argument("--idle-seconds", type=float, default=5.0,
                         help="how long the writer probe runs alone before our playbooks, the throughput baseline "
                              "(default 5)")
@@ -75,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "reps": args.reps,
         "online": args.online,
+        "rehearsal": args.rehearsal,
         "online_batch_size": args.online_batch_size,
         "probe_interval_ms": args.probe_interval_ms,
         "idle_seconds": args.idle_seconds,
@@ -87,8 +95,12 @@ def run(args: argparse.Namespace) -> int:
     clock = time.perf_counter()
     summaries: dict[int, dict] = {}
     for rows in args.sizes:
+        if args.rehearsal == "only" and rows > args.rehearsal_max_rows:
+            continue
+        rehearsal = args.rehearsal if rows <= args.rehearsal_max_rows else "off"
         reps = runner.run_size(url, args.db, rows, args.reps, work, args.probe_interval_ms / 1000, args.keep_work,
-                               online=args.online, idle_seconds=args.idle_seconds, batch_size=args.online_batch_size)
+                               online=args.online, idle_seconds=args.idle_seconds, batch_size=args.online_batch_size,
+                               rehearsal=rehearsal)
         summaries[rows] = report.summarize_size(reps)
         result["sizes"][str(rows)] = summaries[rows]
         result["raw"][str(rows)] = reps

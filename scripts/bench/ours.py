@@ -29,6 +29,7 @@ SKIP_TAGS = "deploy,smoke"
 
 MIGRATE_ROLES = {
     "migration_preflight": "preflight",
+    "migration_rehearsal": "rehearsal",
     "pg_backup": "backup",
     "db_migration": "migrate",
     "migration_validate": "validate",
@@ -158,11 +159,12 @@ def failures(callback: dict) -> int:
 
 
 def run_playbook(kind: str, url: str, workdir: Path, *, memory: bool = True, conversion: str = "in_place",
-                 batch_size: int | None = None) -> dict:
+                 batch_size: int | None = None, rehearsal: bool = False) -> dict:
     """Run migrate_tokens.yml or rollback_tokens.yml; phases, wall time, the sign-off, module peaks.
 
     ``conversion``: in_place or online (never auto, see the module's docstring); ``batch_size``: the online
-    backfill's rows per batch (the roles' default when None)."""
+    backfill's rows per batch (the roles' default when None); ``rehearsal``: the migrate's rehearsal on a scratch
+    copy on or off, always explicit (the local inventory's default follows $LEDGERMIND_REHEARSAL)."""
     if conversion not in CONVERSIONS:
         raise BenchError(f"conversion must be one of {', '.join(CONVERSIONS)}, not {conversion!r}")
     playbook = REPO / "playbooks" / f"{kind}_tokens.yml"
@@ -171,7 +173,8 @@ def run_playbook(kind: str, url: str, workdir: Path, *, memory: bool = True, con
     backups, reports = workdir / "backups", workdir / "reports"
     argv = [str(VENV_BIN / "ansible-playbook"), str(playbook), "-i", str(REPO / "inventories" / "local"),
             "--skip-tags", SKIP_TAGS, "-e", f"ledgermind_conversion={conversion}",
-            "-e", f"ledgermind_backup_dir={backups}", "-e", f"ledgermind_report_dir={reports}"]
+            "-e", f"ledgermind_backup_dir={backups}", "-e", f"ledgermind_report_dir={reports}",
+            "-e", f"ledgermind_rehearsal={'true' if rehearsal else 'false'}"]
     if batch_size:
         argv += ["-e", f"ledgermind_online_batch_size={int(batch_size)}"]
     if kind == "rollback":
@@ -208,7 +211,33 @@ def run_playbook(kind: str, url: str, workdir: Path, *, memory: bool = True, con
     if kind == "rollback":
         phases["rollback_overhead"] = phases.pop("overhead")
     return {"wall": wall, "phases": phases, "tasks": tasks, "signoff": _signoff(reports, kind), "memory": peaks,
-            "conversion": conversion, "online": online_steps(callback)}
+            "conversion": conversion, "online": online_steps(callback), "rehearsal": rehearsal_report(callback)}
+
+
+REHEARSAL_RECORD_TASK = "Record the rehearsal for the sign-off"
+
+
+def rehearsal_report(callback: dict) -> dict:
+    """The rehearsal's own figures from its report (migration_rehearsal_report, as the role recorded it): whether it
+    passed, its seconds from the first step to the report, and each step's seconds; empty when it did not run."""
+    for play in callback.get("plays", []):
+        for entry in play.get("tasks", []):
+            if not entry["task"]["name"].endswith(REHEARSAL_RECORD_TASK):
+                continue
+            for result in entry.get("hosts", {}).values():
+                found = (result.get("ansible_facts") or {}).get("migration_rehearsal_report") or {}
+                if found.get("steps"):
+                    return {"ok": found.get("ok") in (True, "True", "true"), "seconds": _number(found.get("seconds")),
+                            "mode": found.get("mode"), "rows": found.get("rows"),
+                            "steps": {step["name"]: _number(step.get("seconds")) for step in found["steps"]}}
+    return {}
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _failure_message(callback: dict) -> str:

@@ -24,6 +24,9 @@ ONLINE_TIME_RATIO_LIMIT = 3.0
 MODES = {"in_place": ("ours", "ours"), "online": ("online", "online")}
 MODE_LABELS = {"in_place": "in place", "online": "online"}
 ONLINE_STEPS = ["plan", "expand", "backfill", "index", "verify", "swap", "other"]
+# Issue 11: the rehearsal's steps, as its report names them, and the whole migrate's target with it.
+REHEARSAL_STEPS = ["restore", "migrate", "validate", "rollback", "verify_rollback", "remigrate", "drop"]
+REHEARSAL_MIGRATE_LIMIT_S = 20.0
 
 
 def median(values: list) -> float | None:
@@ -39,8 +42,31 @@ def _r(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def summarize_rehearsal(reps: list[dict]) -> dict | None:
+    """The migrate in place with the rehearsal on against off, and the rehearsal's own seconds and steps (medians);
+    None when the rehearsal was not measured."""
+    runs = [r["rehearsal"] for r in reps if r.get("rehearsal")]
+    if not runs:
+        return None
+    on = median([run["migrate_wall"] for run in runs])
+    off = median([r["ours"]["migrate_wall"] for r in reps if r.get("rehearsal")])
+    reports = [run.get("report") or {} for run in runs]
+    return {
+        "migrate_whole_off": _r(off), "migrate_whole_on": _r(on),
+        "added": _r(on - off) if on is not None and off is not None else None, "ratio": ratio(on, off),
+        "rehearsal_seconds": _r(median([rep.get("seconds") for rep in reports])),
+        "rehearsal_phase": _r(median([run["phases"].get("rehearsal") for run in runs])),
+        "steps": {step: _r(median([(rep.get("steps") or {}).get(step) for rep in reports]))
+                  for step in REHEARSAL_STEPS},
+        "passed": [bool(rep.get("ok")) for rep in reports],
+        "verdicts": [run.get("verdict") for run in runs],
+    }
+
+
 def summarize_size(reps: list[dict]) -> dict:
-    """Medians over the repetitions of one size."""
+    """Medians over the repetitions of one size (the rehearsal's alone for --rehearsal only)."""
+    if reps and "bare" not in reps[0]:
+        return {"rehearsal": summarize_rehearsal(reps)}
     phases = {}
     for phase in PHASES:
         b = median([r["bare"]["phases"].get(phase, 0.0) for r in reps])
@@ -98,6 +124,9 @@ def summarize_size(reps: list[dict]) -> dict:
     online = summarize_online(reps)
     if online is not None:
         summary["online"] = online
+    rehearsal = summarize_rehearsal(reps)
+    if rehearsal is not None:
+        summary["rehearsal"] = rehearsal
     return summary
 
 
@@ -183,6 +212,13 @@ def targets(sizes: dict[int, dict]) -> list[dict]:
         met = None if value is None else (value >= limit if higher_is_better else value <= limit)
         out.append({"target": name, "rows": at, "measured": value, "limit": limit, "unit": unit, "met": met})
 
+    rehearsed = sizes[small].get("rehearsal")
+    if rehearsed:
+        add("whole migrate playbook, rehearsal included", small, rehearsed["migrate_whole_on"],
+            REHEARSAL_MIGRATE_LIMIT_S, "s")
+    if "totals" not in sizes[big] or "totals" not in sizes[small]:
+        return out  # --rehearsal only: nothing else was measured
+
     s = sizes[big]
     add("DB phases ours/bare", big, s["totals"]["db_phases"]["ratio"], 1.5, "x")
     add("whole migrate playbook", small, sizes[small]["totals"]["migrate_whole"]["ours"], 20.0, "s")
@@ -229,7 +265,8 @@ def markdown(result: dict) -> str:
         "",
     ]
     sizes = result["sizes"]
-    for rows in sorted(sizes, key=int):
+    full = {rows: s for rows, s in sizes.items() if "phases" in s}
+    for rows in sorted(full, key=int):
         s = sizes[rows]
         lines += [f"#### {int(rows):,} rows", "", "| phase | bare runbook (s) | ours (s) | ours/bare |",
                   "|---|---:|---:|---:|"]
@@ -250,8 +287,8 @@ def markdown(result: dict) -> str:
               "| rows | plain dump | verified backup | time ratio | smaller by | writer blocked, migrate: bare / ours "
               "| writer blocked, rollback: bare / ours | count(*) | integrity+fingerprint (text[] / jsonb) "
               "| module peak RSS |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for rows in sorted(sizes, key=int):
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"] if full else []
+    for rows in sorted(full, key=int):
         s = sizes[rows]
         b, p, sc = s["backup"], s["probe"], s["scan"]
         peak = max(s["memory"]["module"].items(), key=lambda kv: kv[1], default=("—", None))
@@ -267,7 +304,8 @@ def markdown(result: dict) -> str:
             f"| {_fmt(sc['text']['integrity_seconds'], 3)} / {_fmt(sc['jsonb']['integrity_seconds'], 3)} s "
             f"({_fmt(sc['text']['ratio'])}x / {_fmt(sc['jsonb']['ratio'])}x) "
             f"| {_fmt(peak[1], 1)} MiB ({peak[0]}) |")
-    lines += online_markdown(sizes)
+    lines += online_markdown(full)
+    lines += rehearsal_markdown(sizes)
     lines += ["", "#### Targets (measured, not asserted)", "", "| target | rows | measured | limit | met |",
               "|---|---:|---:|---:|:---:|"]
     for t in result["targets"]:
@@ -275,6 +313,24 @@ def markdown(result: dict) -> str:
         met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
         lines.append(f"| {t['target']} | {t['rows']:,} | {_fmt(t['measured'])} {t['unit']} | {limit} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def rehearsal_markdown(sizes: dict) -> list[str]:
+    """The migrate in place with the rehearsal on and off, and the rehearsal's own steps (its report's seconds)."""
+    with_rehearsal = [rows for rows in sorted(sizes, key=int) if sizes[rows].get("rehearsal")]
+    if not with_rehearsal:
+        return []
+    lines = ["", "#### The rehearsal's cost (our migrate playbook in place, rehearsal off / on)", "",
+             "| rows | whole migrate, off (s) | whole migrate, on (s) | added (s) | rehearsal (its report, s) | "
+             + " | ".join(REHEARSAL_STEPS) + " | passed |",
+             "|---:|---:|---:|---:|---:|" + "---:|" * len(REHEARSAL_STEPS) + ":---:|"]
+    for rows in with_rehearsal:
+        r = sizes[rows]["rehearsal"]
+        lines.append(
+            f"| {int(rows):,} | {_fmt(r['migrate_whole_off'])} | {_fmt(r['migrate_whole_on'])} | {_fmt(r['added'])} "
+            f"| {_fmt(r['rehearsal_seconds'])} | " + " | ".join(_fmt(r["steps"].get(step)) for step in REHEARSAL_STEPS)
+            + f" | {'yes' if r['passed'] and all(r['passed']) else '**no**'} |")
+    return lines
 
 
 def _ms(value) -> str:
@@ -328,13 +384,16 @@ def online_markdown(sizes: dict) -> list[str]:
     return lines
 
 
-def chart(result: dict, path: Path) -> None:
+def chart(result: dict, path: Path) -> bool:
+    """The per-phase chart; False (nothing drawn) when no size has phases (--rehearsal only)."""
+    sizes = sorted((rows for rows in result["sizes"] if "phases" in result["sizes"][rows]), key=int)
+    if not sizes:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = sorted(result["sizes"], key=int)
     fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.8), squeeze=False)
     for ax, rows in zip(axes[0], sizes, strict=True):
         s = result["sizes"][rows]["phases"]
@@ -362,6 +421,7 @@ def chart(result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def write(result: dict, out: Path) -> dict[str, Path]:
@@ -369,5 +429,6 @@ def write(result: dict, out: Path) -> dict[str, Path]:
     paths = {"json": out / "bench.json", "md": out / "bench.md", "png": out / "bench.png"}
     paths["json"].write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     paths["md"].write_text(markdown(result), encoding="utf-8")
-    chart(result, paths["png"])
+    if not chart(result, paths["png"]):
+        del paths["png"]
     return paths

@@ -8,6 +8,9 @@ One repetition at one size:
   reset -> the probe alone on the idle table -> our migrate playbook, online (probe running)
         -> the column's catalog state -> our rollback playbook, online (probe running)
         -> the column's catalog state       (online="migrate": not the rollback; "off": none of it)
+  reset -> our migrate playbook, in place, with the rehearsal on (its cost; up to rehearsal_max_rows rows)
+Our playbooks run with the rehearsal off (explicitly) except in that last run. rehearsal="only" runs, per
+repetition, our migrate playbook in place with the rehearsal off and then on, nothing else.
 Dumps, backups and reports of a repetition live in ``work/`` and are removed after it, unless kept.
 """
 
@@ -37,8 +40,28 @@ def _with_probe(url: str, interval: float, fn, *args, **kwargs):
     return result, summary
 
 
+def rehearsal_run(url: str, db: str, rows: int, work: Path) -> dict:
+    """From a fresh seed, our migrate playbook in place with the rehearsal on: the whole run and the rehearsal's own
+    figures (its report's steps), for its cost against the run with the rehearsal off."""
+    reset(db, rows)
+    log(f"{rows} rows: our migrate playbook with the rehearsal, in place")
+    mig = ours.run_playbook("migrate", url, work / "rehearsal", memory=False, conversion="in_place", rehearsal=True)
+    return {"migrate_wall": mig["wall"], "phases": mig["phases"], "report": mig["rehearsal"],
+            "verdict": mig["signoff"].get("verdict")}
+
+
+def rehearsal_repetition(url: str, db: str, rows: int, work: Path) -> dict:
+    """rehearsal="only": our migrate playbook in place with the rehearsal off, then on, each from a fresh seed."""
+    reset(db, rows)
+    log(f"{rows} rows: our migrate playbook without the rehearsal, in place")
+    off = ours.run_playbook("migrate", url, work / "ours", memory=False, conversion="in_place", rehearsal=False)
+    return {"rows": rows, "ours": {"migrate_wall": off["wall"], "phases": off["phases"],
+                                   "migrate_verdict": off["signoff"].get("verdict")},
+            "rehearsal": rehearsal_run(url, db, rows, work)}
+
+
 def one_repetition(url: str, db: str, rows: int, work: Path, probe_interval: float, *, online: str = "full",
-                   idle_seconds: float = 5.0, batch_size: int | None = None) -> dict:
+                   idle_seconds: float = 5.0, batch_size: int | None = None, rehearsal: bool = True) -> dict:
     rep: dict = {"rows": rows}
     rep["reset_seconds"] = reset(db, rows)
     rep["scan_text"] = scan.measure(url)
@@ -77,6 +100,8 @@ def one_repetition(url: str, db: str, rows: int, work: Path, probe_interval: flo
     if online in ("full", "migrate"):
         rep["online"] = online_repetition(rep, url, db, rows, work, probe_interval, idle_seconds, batch_size,
                                           rollback=online == "full")
+    if rehearsal:
+        rep["rehearsal"] = rehearsal_run(url, db, rows, work)
     return rep
 
 
@@ -135,14 +160,20 @@ def _merge_peaks(*peaks: dict) -> dict:
 
 
 def run_size(url: str, db: str, rows: int, reps: int, work: Path, probe_interval: float, keep: bool, *,
-             online: str = "full", idle_seconds: float = 5.0, batch_size: int | None = None) -> list[dict]:
+             online: str = "full", idle_seconds: float = 5.0, batch_size: int | None = None,
+             rehearsal: str = "full") -> list[dict]:
+    """The repetitions of one size; ``rehearsal``: full (the run with it too), off, or only (nothing else)."""
     results = []
     for i in range(reps):
         log(f"{rows} rows: repetition {i + 1}/{reps}")
         rep_dir = work / f"{rows}-{i + 1}"
         try:
+            if rehearsal == "only":
+                results.append(rehearsal_repetition(url, db, rows, rep_dir))
+                continue
             results.append(one_repetition(url, db, rows, rep_dir, probe_interval, online=online,
-                                          idle_seconds=idle_seconds, batch_size=batch_size))
+                                          idle_seconds=idle_seconds, batch_size=batch_size,
+                                          rehearsal=rehearsal == "full"))
         finally:
             if not keep:
                 shutil.rmtree(rep_dir, ignore_errors=True)
