@@ -9,7 +9,9 @@ class ModuleDocFragment:
     # Connection options shared by every ledgermind.migrations module
     # (plugins/module_utils/_connection.py:postgres_connection_argument_spec). A module adds the notes
     # of how it connects: ledgermind.migrations.connection.psycopg2 or ledgermind.migrations.connection.clients.
-    DOCUMENTATION = r'''
+    # A module whose one lock budget is an option of its own (alembic_migrate's lock_timeout_ms) takes
+    # ledgermind.migrations.connection.without_lock_timeout instead, and leaves lock_timeout out of its spec.
+    _OPTIONS = r'''
 options:
   database_url:
     description:
@@ -81,6 +83,8 @@ options:
         large table legitimately takes long.
     type: int
     default: 300
+'''
+    _LOCK_TIMEOUT = r'''
   lock_timeout:
     description:
       - Seconds to wait for a lock before failing. The inspection modules set it with C(SET LOCAL lock_timeout)
@@ -94,6 +98,8 @@ options:
     type: int
     default: 5
 '''
+    DOCUMENTATION = _OPTIONS + _LOCK_TIMEOUT.lstrip('\n')
+    WITHOUT_LOCK_TIMEOUT = _OPTIONS
 
     # The notes and attributes of the read-only modules connecting through psycopg2 (pg_column_type,
     # pg_jsonb_integrity, pg_index_check, pg_table_activity). An empty `options`: ansible-doc refuses a fragment

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import traceback
 import typing as t
+from urllib.parse import quote
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._redact import redact
+from ansible_collections.ledgermind.migrations.plugins.module_utils._errors import fail as fail_with_secrets
 
 try:
     import psycopg2
@@ -112,8 +113,22 @@ def with_session_options(kwargs: dict[str, t.Any], settings: dict[str, str]) -> 
 
 def module_timeouts(params: dict[str, t.Any]) -> dict[str, str]:
     """The module's own statement and lock timeouts as PostgreSQL settings."""
-    return {'statement_timeout': _seconds(params.get('query_timeout')),
-            'lock_timeout': _seconds(params.get('lock_timeout'))}
+    return {'statement_timeout': _seconds(params.get('query_timeout')), 'lock_timeout': lock_timeout_setting(params)}
+
+
+def lock_timeout_setting(params: dict[str, t.Any]) -> str:
+    """``lock_timeout`` (seconds) as a PostgreSQL setting; a module whose one lock budget is ``lock_timeout_ms``
+    (alembic_migrate: its connection options leave ``lock_timeout`` out) gets that for its own queries too."""
+    if 'lock_timeout' not in params and params.get('lock_timeout_ms'):
+        return f"{int(params['lock_timeout_ms'])}ms"
+    return _seconds(params.get('lock_timeout'))
+
+
+def lock_budget(params: dict[str, t.Any]) -> int | str | None:
+    """The lock budget as messages name it: ``lock_timeout`` seconds, or ``lock_timeout_ms=N``."""
+    if 'lock_timeout' not in params and params.get('lock_timeout_ms'):
+        return f"lock_timeout_ms={int(params['lock_timeout_ms'])}"
+    return params.get('lock_timeout')
 
 
 def describe_target(conninfo: dict[str, t.Any]) -> str:
@@ -151,7 +166,7 @@ def connection_error_message(error_text: str, target: str) -> str:
     return f'Cannot connect to PostgreSQL at {target}: {raw}'
 
 
-def query_error_message(sqlstate: str | None, error_text: str, lock_timeout: int | None,
+def query_error_message(sqlstate: str | None, error_text: str, lock_timeout: int | str | None,
                         query_timeout: int | None, relation: str | None = None,
                         blockers: list[str] | None = None) -> str:
     """Turn an error raised while running a read-only query into an actionable sentence."""
@@ -159,7 +174,8 @@ def query_error_message(sqlstate: str | None, error_text: str, lock_timeout: int
     what = relation or 'the table'
     if sqlstate == SQLSTATE_LOCK_NOT_AVAILABLE:
         held = '; '.join(blockers or []) or 'see pg_stat_activity where wait_event_type = Lock'
-        return (f'{what} is locked by another session: {held}. Gave up after lock_timeout={lock_timeout}s '
+        budget = lock_timeout if isinstance(lock_timeout, str) else f'lock_timeout={lock_timeout}s'
+        return (f'{what} is locked by another session: {held}. Gave up after {budget} '
                 'rather than queue behind it (an ALTER TABLE holds ACCESS EXCLUSIVE until it commits). Retry once that '
                 'session finishes, or raise lock_timeout.')
     if sqlstate == SQLSTATE_QUERY_CANCELED:
@@ -186,6 +202,7 @@ def ensure_psycopg2(module: AnsibleModule) -> None:
 
 
 def _secrets(params: dict[str, t.Any]) -> list[str | None]:
+    """The password however it was given (alone, in the URL, in ``connect_params``), also URL-encoded."""
     secrets: list[str | None] = [params.get('login_password'), params.get('database_url')]
     url = params.get('database_url')
     if url and HAS_PSYCOPG2:
@@ -193,7 +210,7 @@ def _secrets(params: dict[str, t.Any]) -> list[str | None]:
             secrets.append(psycopg2.extensions.parse_dsn(url).get('password'))
     for key in ('password', 'sslpassword'):
         secrets.append((params.get('connect_params') or {}).get(key))
-    return secrets
+    return secrets + [quote(str(s), safe='') for s in secrets if s]
 
 
 def target_of(params: dict[str, t.Any]) -> str:
@@ -208,11 +225,10 @@ def target_of(params: dict[str, t.Any]) -> str:
 
 
 def fail(module: AnsibleModule, msg: str, **result: t.Any) -> t.NoReturn:
-    """``fail_json`` with secrets stripped from the message; ``changed: false`` unless the caller read from the
-    database that the failed step changed it (``changed=True`` in ``result``)."""
-    result.setdefault('changed', False)
-    module.fail_json(msg=redact(msg, _secrets(module.params)), **result)
-    raise AssertionError('unreachable')  # fail_json exits; keeps type checkers and tests honest
+    """The collection's one error helper (``_errors.fail``) with the connection's secrets hidden: ``changed: false``
+    unless the caller read from the database that the failed step changed it (``changed=True`` in ``result``)."""
+    fail_with_secrets(module, msg, _secrets(module.params), **result)
+    raise AssertionError('unreachable')  # fail_json exits
 
 
 def connect(module: AnsibleModule) -> t.Any:
@@ -235,10 +251,10 @@ def connect(module: AnsibleModule) -> t.Any:
         with conn.cursor() as cur:
             # set_config(..., true) is SET LOCAL: it ends with the transaction.
             cur.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-                        (_seconds(params.get('query_timeout')), _seconds(params.get('lock_timeout'))))
+                        (_seconds(params.get('query_timeout')), lock_timeout_setting(params)))
     except psycopg2.Error as e:
         conn.close()
-        fail(module, query_error_message(e.pgcode, str(e), params.get('lock_timeout'), params.get('query_timeout')))
+        fail(module, query_error_message(e.pgcode, str(e), lock_budget(params), params.get('query_timeout')))
     return conn
 
 
@@ -267,7 +283,7 @@ def connect_writable(module: AnsibleModule, application_name: str = APPLICATION_
         conn.commit()
     except psycopg2.Error as e:
         conn.close()
-        fail(module, query_error_message(e.pgcode, str(e), params.get('lock_timeout'), params.get('query_timeout')))
+        fail(module, query_error_message(e.pgcode, str(e), lock_budget(params), params.get('query_timeout')))
     return conn
 
 
@@ -294,7 +310,7 @@ def fail_on_query_error(module: AnsibleModule, conn: t.Any, error: Exception, re
     blockers: list[str] = []
     if sqlstate == SQLSTATE_LOCK_NOT_AVAILABLE and blockers_sql is not None:
         blockers = _lock_holders(conn, blockers_sql, blockers_params)
-    fail(module, query_error_message(sqlstate, str(error), params.get('lock_timeout'),
+    fail(module, query_error_message(sqlstate, str(error), lock_budget(params),
                                      params.get('query_timeout'), relation, blockers))
 
 

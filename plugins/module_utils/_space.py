@@ -119,8 +119,8 @@ def data_directory_free(path: str | None, system_identifier: str | None = None) 
         return None, f'the data directory {path} is not visible from this host'
     found = control_file_identifier(path) if system_identifier else None
     if found is not None and found != str(system_identifier):
-        return None, (f'the data directory {path} on this host is another cluster\'s (system identifier {found}, the '
-                      f'server\'s {system_identifier}); the server\'s is not visible from this host')
+        return None, (f"the data directory {path} on this host is another cluster's (system identifier {found}, the "
+                      f"server's {system_identifier}); the server's is not visible from this host")
     return stat.f_bavail * stat.f_frsize, f'free on the file system of {path}'
 
 

@@ -114,6 +114,8 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ledgermind.migrations.plugins.module_utils._errors import fail
+
 SECRET = '(secret)'
 KEEPER_LABEL = 'org.ledgermind.keeper'
 URL_PASSWORD = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:[^/@]+@')
@@ -352,10 +354,10 @@ def main():
         elif params['action'] == 'restore':
             kept, spec = keeper_of(docker, params['keeper'])
             if kept is None:
-                module.fail_json(msg=f'keeper container {params["keeper"] or "(none given)"} not found', **result)
+                fail(module, f'keeper container {params["keeper"] or "(none given)"} not found', **result)
             result['keeper'] = keeper_summary(kept, spec)
             if not docker.image_exists(spec['image_id']):
-                module.fail_json(msg=f'image {spec["image_id"]} of keeper {result["keeper"]["name"]} is gone', **result)
+                fail(module, f'image {spec["image_id"]} of keeper {result["keeper"]["name"]} is gone', **result)
             env = env_dict(kept['Config'].get('Env'))
             if len(ids) == 1 and same_settings(current, spec, env) and result['container']['running']:
                 module.exit_json(**result)
@@ -382,7 +384,7 @@ def main():
                         docker.run('container', 'rm', '--force', cid)
                     result['changed'] = True
     except DockerError as exc:
-        module.fail_json(msg=str(exc), **result)
+        fail(module, str(exc), **result)
     module.exit_json(**result)
 
 

@@ -130,14 +130,15 @@ passed:
   type: bool
 '''
 
-import json  # noqa: E402
-import time  # noqa: E402
-import typing as t  # noqa: E402
+import json
+import time
+import typing as t
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.urls import fetch_url, url_argument_spec  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import fetch_url, url_argument_spec
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._errors import fail
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays
 
 
 def judge(status: int, payload: t.Any, status_codes: list[int], expect_json: dict[str, t.Any],
@@ -207,7 +208,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
     if params['retries'] < 1:
-        module.fail_json(msg='retries must be at least 1')
+        fail(module, 'retries must be at least 1')
     if module.check_mode and params['method'] != 'GET':
         module.exit_json(changed=False, skipped=True, status=-1, json=None, body='', attempts=[], passed=True,
                          msg='check mode: would {} {} (not sent: it is not read-only)'.format(
@@ -228,7 +229,7 @@ def main() -> None:
     result = dict(changed=False, status=status, json=payload, body=text[:2000], attempts=attempts,
                   passed=not problems)
     if problems:
-        module.fail_json(msg='{} {}: {} after {} tries; last answer: {}'.format(
+        fail(module, '{} {}: {} after {} tries; last answer: {}'.format(
             params['method'], params['url'], '; '.join(problems), len(attempts), text[:500].strip() or '(empty)'),
             **result)
     module.exit_json(**result)

@@ -1,10 +1,11 @@
 #!/usr/bin/python
-# Copyright: (c) 2026, LedgerMind SRE
+# Copyright (c) 2026, LedgerMind SRE
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 from __future__ import annotations
 
-DOCUMENTATION = r"""
----
+DOCUMENTATION = r'''
 module: pg_backup_archive
 short_description: Write a verified, checksummed pg_dump archive of a table or a database
 version_added: 0.1.0
@@ -142,9 +143,9 @@ notes:
   - For a directory archive, RV(sha256) is the SHA-256 of the C(sha256sum)-style listing of its files.
 seealso:
   - module: ledgermind.migrations.pg_backup_restore
-"""
+'''
 
-EXAMPLES = r"""
+EXAMPLES = r'''
 - name: Back up ml_features before the migration, recording the type of tokens
   ledgermind.migrations.pg_backup_archive:
     database_url: "{{ ledgermind_db | ledgermind.migrations.libpq_url }}"
@@ -169,9 +170,9 @@ EXAMPLES = r"""
     format: directory
     keep: 3
     dest_dir: /var/backups/ledgermind
-"""
+'''
 
-RETURN = r"""
+RETURN = r'''
 path:
   description: The verified archive (in check mode, the name it would get).
   returned: always
@@ -415,20 +416,21 @@ server_version_num:
   returned: always
   type: int
   sample: 150018
-"""
+'''
 
-import os  # noqa: E402
-import time  # noqa: E402
-import typing as t  # noqa: E402
+import os
+import time
+import typing as t
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
+    fail,
     postgres_connection_argument_spec,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import run_read_only  # noqa: E402
-from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError  # noqa: E402
-from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import run_read_only
+from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError
+from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients import (
     PARTIAL_SUFFIX,
     ClientError,
     DumpSnapshot,
@@ -461,10 +463,10 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     version_problem,
     write_sidecar,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
     DATABASE_SIZE_SQL,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._space import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._space import (
     archive_factor,
     directory_free,
     estimate_archive_bytes,
@@ -476,7 +478,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._space impor
 )
 
 # How pg_dump shows in pg_stat_activity, unless connect_params names it.
-APPLICATION_NAME = "ledgermind.migrations.pg_backup_archive"
+APPLICATION_NAME = 'ledgermind.migrations.pg_backup_archive'
 
 
 def quote_ident(name: str) -> str:
@@ -488,42 +490,42 @@ def quote_ident(name: str) -> str:
 def dump_argv(pg_dump: str, params: dict, target: str | None, snapshot_id: str | None = None) -> list[str]:
     """pg_dump's command line; ``target`` None writes to stdout (the streamed custom format); ``snapshot_id``
     (``pg_export_snapshot()``) makes pg_dump dump that snapshot."""
-    argv = [pg_dump, f"--format={params['format']}", f"--compress={params['compress_level']}", "--no-password",
-            *lock_wait_argv(params["lock_timeout"])]
+    argv = [pg_dump, f"--format={params['format']}", f"--compress={params['compress_level']}", '--no-password',
+            *lock_wait_argv(params['lock_timeout'])]
     if snapshot_id:
-        argv.append(f"--snapshot={snapshot_id}")
-    if params["scope"] == "table":
-        argv += ["--strict-names", f"--table={quote_ident(params['schema'])}.{quote_ident(params['table'])}"]
-    return argv + ([f"--file={target}"] if target else [])
+        argv.append(f'--snapshot={snapshot_id}')
+    if params['scope'] == 'table':
+        argv += ['--strict-names', f"--table={quote_ident(params['schema'])}.{quote_ident(params['table'])}"]
+    return argv + ([f'--file={target}'] if target else [])
 
 
 def wants_content(params: dict) -> bool:
     """Whether the archive's content fingerprint is taken: a table backup naming its column."""
-    return params["scope"] == "table" and bool(params["column"])
+    return params['scope'] == 'table' and bool(params['column'])
 
 
 def dump_failure(rc: int, stderr: str, lock_timeout: int | None, scan_problem: str | None) -> str:
     """pg_dump's failure (``dump_error``); a content scan that failed first comes first, since its transaction,
     and with it the snapshot pg_dump was to import, ended then."""
     failure = dump_error(rc, stderr, lock_timeout)
-    return f"{scan_problem}; then {failure}" if scan_problem else failure
+    return f'{scan_problem}; then {failure}' if scan_problem else failure
 
 
 def identity_target(params: dict) -> tuple[str | None, str | None, str | None]:
     """What the identity describes: the table and column for scope=table, the database alone for full."""
-    if params["scope"] == "full":
+    if params['scope'] == 'full':
         return None, None, None
-    return params["schema"], params["table"], params["column"]
+    return params['schema'], params['table'], params['column']
 
 
 def subject_problem(identity: dict, params: dict) -> str | None:
     """Why the table or column to back up is not there, or None (checked before dumping)."""
-    if params["scope"] != "table":
+    if params['scope'] != 'table':
         return None
     where = f"{params['schema']}.{params['table']}"
-    if identity.get("table_oid") is None:
+    if identity.get('table_oid') is None:
         return f"table {where} does not exist in database {identity.get('database')}: check schema and table"
-    if params["column"] and identity.get("column_type") is None:
+    if params['column'] and identity.get('column_type') is None:
         return f"table {where} of database {identity.get('database')} has no column {params['column']}: check column"
     return None
 
@@ -532,16 +534,16 @@ def read_size_basis(module: AnsibleModule, params: dict) -> tuple[str, int]:
     """What the archive's size is estimated from: the table's pg_total_relation_size (TOAST and indexes included,
     summed over partitions; the planner's page counts while another session holds a lock on it), or the database's
     size for scope=full."""
-    where = f"{params['schema']}.{params['table']}" if params["scope"] == "table" else "the database"
+    where = f"{params['schema']}.{params['table']}" if params['scope'] == 'table' else 'the database'
 
     def inspect(conn: t.Any) -> tuple[str, int]:
         with conn.cursor() as cur:
-            if params["scope"] == "full":
+            if params['scope'] == 'full':
                 cur.execute(DATABASE_SIZE_SQL)
                 row = cur.fetchone()
-                return f"pg_database_size({row['database']})", int(row["total_bytes"])
-            row, measure = table_size(cur, params["schema"], params["table"])
-            return f"{measure}({where})", int(row["total_bytes"]) if row else 0
+                return f"pg_database_size({row['database']})", int(row['total_bytes'])
+            row, measure = table_size(cur, params['schema'], params['table'])
+            return f'{measure}({where})', int(row['total_bytes']) if row else 0
 
     return run_read_only(module, inspect, where)
 
@@ -555,22 +557,22 @@ def space_check(free: int | None, directory: str, unknown: str, basis: str, basi
                  basis_bytes=basis_bytes, factor=archive_factor(compress_level), estimated_bytes=estimate,
                  margin=margin, needed_bytes=needed)
     if margin <= 0:
-        space["summary"] = "free space not checked (free_space_margin 0)"
+        space['summary'] = 'free space not checked (free_space_margin 0)'
     elif free is None:
-        space["summary"] = f"free space could not be checked: {unknown}; the archive needs about {mib(needed)}"
+        space['summary'] = f'free space could not be checked: {unknown}; the archive needs about {mib(needed)}'
     else:
         space.update(checked=True, enough=verdict(free, needed))
-        space["summary"] = (f"free space in {directory}: {mib(free)}, {mib(needed)} needed "
-                            f"(archive ~{mib(estimate)} x{margin:g})")
+        space['summary'] = (f'free space in {directory}: {mib(free)}, {mib(needed)} needed '
+                            f'(archive ~{mib(estimate)} x{margin:g})')
     return space
 
 
 def space_refusal(space: dict, dest_dir: str, compress_level: int) -> str | None:
     """Why the backup does not fit in ``dest_dir``, with the numbers and what to do; None when it fits or was not
     checked."""
-    if space["enough"] is not False:
+    if space['enough'] is not False:
         return None
-    measured = "" if space["directory"] == dest_dir else f" (measured at {space['directory']}, it does not exist yet)"
+    measured = '' if space['directory'] == dest_dir else f" (measured at {space['directory']}, it does not exist yet)"
     return (f"Not enough free space for the backup in {dest_dir}{measured}: the archive is expected to take about "
             f"{mib(space['estimated_bytes'])} ({space['basis']} {mib(space['basis_bytes'])} x{space['factor']:g} at "
             f"compress_level {compress_level}), x{space['margin']:g} margin = {mib(space['needed_bytes'])} needed, "
@@ -585,220 +587,270 @@ def retention(dest_dir: str, names: list[str], prefix: str, keep: int, new_name:
     """What retention does in ``dest_dir``: the sidecars of the other archives with ``prefix`` are read
     (one that cannot be read keeps its archive); the new archive counts as this database's."""
     archives = [
-        (name, {"identity": identity} if name == new_name
+        (name, {'identity': identity} if name == new_name
          else sidecar_or_reason(sidecar_path(os.path.join(dest_dir, name))))
         for name in archives_newest_first(names + [new_name], prefix)
     ]
     return plan_retention(archives, identity, keep)
 
 
-def main() -> None:
-    argument_spec = postgres_connection_argument_spec()
-    argument_spec.update(
-        dest_dir=dict(type="path", required=True),
-        prefix=dict(type="str"),
-        scope=dict(type="str", choices=["table", "full"], default="table"),
-        schema=dict(type="str", default="public"),
-        table=dict(type="str"),
-        column=dict(type="str"),
-        format=dict(type="str", choices=["custom", "directory"], default="custom"),
-        compress_level=dict(type="int", default=1),
-        keep=dict(type="int", default=5),
-        metadata=dict(type="dict", default={}),
-        free_space_margin=dict(type="float", default=2.0),
-        pg_dump_path=dict(type="path"),
-        pg_restore_path=dict(type="path"),
+def argument_spec() -> dict[str, t.Any]:
+    spec = postgres_connection_argument_spec()
+    spec.update(
+        dest_dir=dict(type='path', required=True),
+        prefix=dict(type='str'),
+        scope=dict(type='str', choices=['table', 'full'], default='table'),
+        schema=dict(type='str', default='public'),
+        table=dict(type='str'),
+        column=dict(type='str'),
+        format=dict(type='str', choices=['custom', 'directory'], default='custom'),
+        compress_level=dict(type='int', default=1),
+        keep=dict(type='int', default=5),
+        metadata=dict(type='dict', default={}),
+        free_space_margin=dict(type='float', default=2.0),
+        pg_dump_path=dict(type='path'),
+        pg_restore_path=dict(type='path'),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[("scope", "table", ("table",))])
-    params = module.params
-    hidden = secrets(params)
-    started = time.monotonic()
-    result: dict = dict(changed=False, deleted=[], kept_last_of_type=[], retention_skipped=[], verified=False)
+    return spec
 
-    def fail(msg: str, **extra) -> None:
-        extra = {key: scrub(value, hidden) if isinstance(value, str) else value for key, value in extra.items()}
-        result.update(extra)
-        result["duration_seconds"] = round(time.monotonic() - started, 3)
-        module.fail_json(msg=scrub(msg, hidden), **result)
 
-    if not 0 <= params["compress_level"] <= 9:
-        fail(f"compress_level must be 0 (none) to 9, got {params['compress_level']}.")
-        return
-    if params["free_space_margin"] < 0:
-        fail(f"free_space_margin must be 0 (no check) or more, got {params['free_space_margin']:g}.")
-        return
+class Backup:
+    """One run's decisions and partial result; every step fails through ``fail(module, msg, **run.so_far())``."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        self.params = module.params
+        self.started = time.monotonic()
+        self.result: dict[str, t.Any] = dict(changed=False, deleted=[], kept_last_of_type=[], retention_skipped=[],
+                                             verified=False)
+        self.hidden = secrets(self.params)
+        self.dest_dir: str = self.params['dest_dir']
+        self.env: dict[str, str] = {}
+        self.database = ''
+        self.prefix = ''
+        self.pg_dump = self.pg_restore = self.dump_version = ''
+        self.identity: dict[str, t.Any] = {}
+        self.existing: list[str] = []
+        self.name = self.final = self.partial = ''
+        self.argv: list[str] = []
+        self.snapshot: DumpSnapshot | None = None
+
+    def so_far(self, **extra: t.Any) -> dict[str, t.Any]:
+        """The result so far, for ``fail(module, msg, **run.so_far())``."""
+        return dict(self.result, **extra, duration_seconds=self.elapsed())
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    @property
+    def streamed(self) -> bool:
+        return self.params['format'] == 'custom'
+
+
+def check_inputs(run: Backup) -> None:
+    """The options, the connection settings the clients get, the archive's prefix and the clients themselves."""
+    params = run.params
+    if not 0 <= params['compress_level'] <= 9:
+        fail(run.module, f"compress_level must be 0 (none) to 9, got {params['compress_level']}.", **run.so_far())
+    if params['free_space_margin'] < 0:
+        fail(run.module, f"free_space_margin must be 0 (no check) or more, got {params['free_space_margin']:g}.",
+             **run.so_far())
     try:
-        env = client_env(params, APPLICATION_NAME)
+        run.env = client_env(params, APPLICATION_NAME)
         dbname = database_name(params)
-        database = public_url(params)
+        run.database = public_url(params)
     except LibpqSettingsError as exc:
-        fail(f"invalid connection settings: {exc}")
-        return
-    prefix = safe_prefix(params["prefix"]) if params["prefix"] else default_prefix(
-        dbname, params["scope"], params["schema"], params["table"])
-    dest_dir = params["dest_dir"]
-
+        fail(run.module, f'invalid connection settings: {exc}', **run.so_far())
+    run.prefix = safe_prefix(params['prefix']) if params['prefix'] else default_prefix(
+        dbname, params['scope'], params['schema'], params['table'])
     try:
-        pg_dump = find_client("pg_dump", params["pg_dump_path"])
-        pg_restore = find_client("pg_restore", params["pg_restore_path"], near=pg_dump)
-        dump_major, dump_version = client_version(pg_dump)
+        run.pg_dump = find_client('pg_dump', params['pg_dump_path'], module=run.module)
+        run.pg_restore = find_client('pg_restore', params['pg_restore_path'], near=run.pg_dump, module=run.module)
+        dump_major, run.dump_version = client_version(run.pg_dump, module=run.module)
     except ClientError as exc:
-        fail(str(exc))
-        return
+        fail(run.module, str(exc), **run.so_far())
     # Read on our own connection, with the settings pg_dump gets: what the sidecar says the archive is of.
-    identity = read_identity(module, *identity_target(params))
-    server_num = identity["server_version_num"]
-    result.update(pg_dump_version=dump_version, server_version_num=server_num)
-    problem = version_problem("pg_dump", dump_major, server_num) or subject_problem(identity, params)
+    run.identity = read_identity(run.module, *identity_target(params))
+    server_num = run.identity['server_version_num']
+    run.result.update(pg_dump_version=run.dump_version, server_version_num=server_num)
+    problem = version_problem('pg_dump', dump_major, server_num) or subject_problem(run.identity, params)
     if problem:
-        fail(problem)
+        fail(run.module, problem, **run.so_far())
 
-    # Before pg_dump starts, in check mode too: the archive's expected size against the room where it goes.
-    basis, basis_bytes = read_size_basis(module, params)
-    free, measured, unknown = directory_free(dest_dir)
-    space = space_check(free, measured, unknown, basis, basis_bytes, params["compress_level"],
-                        params["free_space_margin"])
-    result["space"] = space
-    if space["enough"] is None and space["margin"] > 0:
-        module.warn(f"The free space for the backup in {dest_dir} could not be checked: {unknown}. The archive is "
-                    f"expected to take about {mib(space['estimated_bytes'])}.")
-    refusal = space_refusal(space, dest_dir, params["compress_level"])
+
+def check_space(run: Backup) -> None:
+    """Before pg_dump starts, in check mode too: the archive's expected size against the room where it goes."""
+    params = run.params
+    basis, basis_bytes = read_size_basis(run.module, params)
+    free, measured, unknown = directory_free(run.dest_dir)
+    space = space_check(free, measured, unknown, basis, basis_bytes, params['compress_level'],
+                        params['free_space_margin'])
+    run.result['space'] = space
+    if space['enough'] is None and space['margin'] > 0:
+        run.module.warn(f'The free space for the backup in {run.dest_dir} could not be checked: {unknown}. The archive '
+                        f"is expected to take about {mib(space['estimated_bytes'])}.")
+    refusal = space_refusal(space, run.dest_dir, params['compress_level'])
     if refusal:
-        fail(refusal)
+        fail(run.module, refusal, **run.so_far())
 
-    existing = os.listdir(dest_dir) if os.path.isdir(dest_dir) else []
-    name = archive_name(prefix, params["format"], time.gmtime(), set(existing))
-    final = os.path.join(dest_dir, name)
-    partial = final + PARTIAL_SUFFIX
-    streamed = params["format"] == "custom"
-    argv = dump_argv(pg_dump, params, None if streamed else partial)
-    result.update(path=final, sidecar=sidecar_path(final), command=argv, identity=identity)
 
-    def report_retention(plan: RetentionPlan) -> None:
-        result.update(
-            kept_last_of_type=[os.path.join(dest_dir, n) for n in plan.kept_last_of_type],
-            retention_skipped=[dict(path=os.path.join(dest_dir, n), reason=scrub(why, hidden))
-                               for n, why in plan.skipped],
-        )
+def plan(run: Backup) -> None:
+    """The archive's name and pg_dump's command line; in check mode, what retention would delete, and exit."""
+    run.existing = os.listdir(run.dest_dir) if os.path.isdir(run.dest_dir) else []
+    run.name = archive_name(run.prefix, run.params['format'], time.gmtime(), set(run.existing))
+    run.final = os.path.join(run.dest_dir, run.name)
+    run.partial = run.final + PARTIAL_SUFFIX
+    run.argv = dump_argv(run.pg_dump, run.params, None if run.streamed else run.partial)
+    run.result.update(path=run.final, sidecar=sidecar_path(run.final), command=run.argv, identity=run.identity)
+    if run.module.check_mode:
+        expired = report_retention(run)
+        run.result.update(changed=True, deleted=[os.path.join(run.dest_dir, n) for n in expired],
+                          duration_seconds=run.elapsed())
+        run.module.exit_json(**run.result)
 
-    if module.check_mode:
-        plan = retention(dest_dir, existing, prefix, params["keep"], name, identity)
-        report_retention(plan)
-        result.update(
-            changed=True,
-            deleted=[os.path.join(dest_dir, n) for n in plan.expired],
-            duration_seconds=round(time.monotonic() - started, 3),
-        )
-        module.exit_json(**result)
 
-    # The content in the very snapshot pg_dump dumps: exported by a transaction that stays open until pg_dump ends.
-    snapshot: DumpSnapshot | None = None
-    content = None
-    if wants_content(params):
-        opened = open_dump_snapshot(module, params["schema"], params["table"], params["column"], APPLICATION_NAME)
-        if isinstance(opened, str):
-            module.warn(opened)
-        else:
-            snapshot = opened
-            argv = dump_argv(pg_dump, params, None if streamed else partial, snapshot.snapshot_id)
-            result["command"] = argv
+def open_snapshot(run: Backup) -> None:
+    """The content in the very snapshot pg_dump dumps: exported by a transaction that stays open until pg_dump ends."""
+    params = run.params
+    if not wants_content(params):
+        return
+    opened = open_dump_snapshot(run.module, params['schema'], params['table'], params['column'], APPLICATION_NAME)
+    if isinstance(opened, str):
+        run.module.warn(opened)
+        return
+    run.snapshot = opened
+    run.argv = dump_argv(run.pg_dump, params, None if run.streamed else run.partial, opened.snapshot_id)
+    run.result['command'] = run.argv
 
-    # Every way out of here (fail() exits) ends the snapshot's transaction, cancelling a scan still running.
+
+def create_partial(run: Backup) -> None:
+    """The archive's partial file or directory, private from the first byte (pg_dump writes into it)."""
     try:
-        try:
-            if not os.path.isdir(dest_dir):
-                os.makedirs(dest_dir, mode=0o700)
-                os.chmod(dest_dir, 0o700)
-            # Private from the first byte: pg_dump writes into what we create with 0600/0700.
-            if params["format"] == "custom":
-                os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            else:
-                os.mkdir(partial, 0o700)
-        except OSError as exc:
-            fail(f"cannot create {partial}: {exc}")
+        if not os.path.isdir(run.dest_dir):
+            os.makedirs(run.dest_dir, mode=0o700)
+            os.chmod(run.dest_dir, 0o700)
+        if run.streamed:
+            os.close(os.open(run.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        else:
+            os.mkdir(run.partial, 0o700)
+    except OSError as exc:
+        fail(run.module, f'cannot create {run.partial}: {exc}', **run.so_far())
 
+
+def dump_and_verify(run: Backup) -> tuple[str, int, dict[str, t.Any] | None]:
+    """pg_dump into the partial archive, read back completely by pg_restore: its SHA-256, size and content record.
+    Raises ClientError (or OSError) for the caller to clean up."""
+    snapshot = run.snapshot
+    if snapshot is not None:
+        snapshot.start_scan()  # alongside pg_dump, in the snapshot pg_dump imports as it starts
+    if run.streamed:
+        archive = stream_verified_archive(run.argv, run.env, run.pg_restore, run.partial, module=run.module)
+        rc, stderr = archive.dump_rc, archive.dump_stderr
+    else:
+        dumped = run_client(run.argv, run.env, module=run.module)
+        rc, stderr = dumped.rc, dumped.stderr
+    if rc != 0:
+        raise ClientError(dump_failure(rc, stderr, run.params['lock_timeout'],
+                                       snapshot.scan_error() if snapshot is not None else None))
+    if run.streamed:
+        sha256, size = archive.sha256, archive.size
+    else:
+        verify_archive(run.pg_restore, run.partial, module=run.module)
+        sha256, size = sha256_archive(run.partial), archive_size(run.partial)
+    content = None
+    if snapshot is not None:
+        content = snapshot.content()
+        snapshot.close()
+    restrict_mode(run.partial)
+    return sha256, size, content
+
+
+def write_sidecar_and_publish(run: Backup, sha256: str, size: int, content: dict[str, t.Any] | None) -> str:
+    """The sidecar next to the partial archive, then both renamed to their final names; returns the creation time."""
+    params = run.params
+    created = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+    table_scope = params['scope'] == 'table'
+    write_sidecar(sidecar_path(run.partial), {
+        'archive': run.name,
+        'sha256': sha256,
+        'size_bytes': size,
+        'created': created,
+        'database': run.database,
+        'identity': run.identity,
+        'scope': params['scope'],
+        'schema': params['schema'] if table_scope else None,
+        'table': params['table'] if table_scope else None,
+        'format': params['format'],
+        'pg_dump_version': run.dump_version,
+        'server_version_num': run.identity['server_version_num'],
+        'metadata': params['metadata'],
+        'content': content,
+    })
+    os.rename(run.partial, run.final)
+    os.rename(sidecar_path(run.partial), sidecar_path(run.final))
+    return created
+
+
+def back_up(run: Backup) -> None:
+    """Dump, verify, write the sidecar and publish; any failure removes what was written, and every way out ends
+    the snapshot's transaction (cancelling a scan still running)."""
+    try:
+        create_partial(run)
         try:
-            if snapshot is not None:
-                snapshot.start_scan()  # alongside pg_dump, in the snapshot pg_dump imports as it starts
-            if streamed:
-                archive = stream_verified_archive(argv, env, pg_restore, partial)
-                rc, stderr = archive.dump_rc, archive.dump_stderr
-            else:
-                dumped = run_client(argv, env)
-                rc, stderr = dumped.rc, dumped.stderr
-            if rc != 0:
-                raise ClientError(dump_failure(rc, stderr, params["lock_timeout"],
-                                               snapshot.scan_error() if snapshot is not None else None))
-            if streamed:
-                sha256, size = archive.sha256, archive.size
-            else:
-                verify_archive(pg_restore, partial)
-                sha256, size = sha256_archive(partial), archive_size(partial)
-            if snapshot is not None:
-                content = snapshot.content()
-                snapshot.close()
-            restrict_mode(partial)
-            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            sidecar = {
-                "archive": name,
-                "sha256": sha256,
-                "size_bytes": size,
-                "created": created,
-                "database": database,
-                "identity": identity,
-                "scope": params["scope"],
-                "schema": params["schema"] if params["scope"] == "table" else None,
-                "table": params["table"] if params["scope"] == "table" else None,
-                "format": params["format"],
-                "pg_dump_version": dump_version,
-                "server_version_num": server_num,
-                "metadata": params["metadata"],
-                "content": content,
-            }
-            write_sidecar(sidecar_path(partial), sidecar)
-            os.rename(partial, final)
-            os.rename(sidecar_path(partial), sidecar_path(final))
+            sha256, size, content = dump_and_verify(run)
+            created = write_sidecar_and_publish(run, sha256, size, content)
         except (ClientError, OSError) as exc:
-            remove_archive(partial)
-            for leftover in (sidecar_path(partial), sidecar_path(partial) + PARTIAL_SUFFIX):
+            remove_archive(run.partial)
+            for leftover in (sidecar_path(run.partial), sidecar_path(run.partial) + PARTIAL_SUFFIX):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
-            fail(str(exc))
-            return
+            fail(run.module, str(exc), **run.so_far())
     finally:
-        if snapshot is not None:
-            snapshot.close()
-    result["content"] = content
+        if run.snapshot is not None:
+            run.snapshot.close()
+    run.result.update(changed=True, content=content, size_bytes=size, sha256=sha256, verified=True, created=created)
 
-    deleted = []
+
+def report_retention(run: Backup) -> list[str]:
+    """Retention's plan in the result (kept and skipped archives); returns the names it deletes."""
+    plan = retention(run.dest_dir, run.existing, run.prefix, run.params['keep'], run.name, run.identity)
+    run.result.update(
+        kept_last_of_type=[os.path.join(run.dest_dir, n) for n in plan.kept_last_of_type],
+        retention_skipped=[dict(path=os.path.join(run.dest_dir, n), reason=scrub(why, run.hidden))
+                           for n, why in plan.skipped],
+    )
+    return plan.expired
+
+
+def apply_retention(run: Backup) -> None:
+    """Deletes the archives (and sidecars) beyond keep; sidecars are read now, after the dump."""
+    deleted: list[str] = []
     try:
-        # Sidecars are read now, after the dump: what is in the directory when we delete.
-        plan = retention(dest_dir, existing, prefix, params["keep"], name, identity)
-        report_retention(plan)
-        for old in plan.expired:
-            path = os.path.join(dest_dir, old)
+        for old in report_retention(run):
+            path = os.path.join(run.dest_dir, old)
             remove_archive(path)
             deleted.append(path)
             if os.path.exists(sidecar_path(path)):
                 os.unlink(sidecar_path(path))
                 deleted.append(sidecar_path(path))
     except OSError as exc:
-        result.update(changed=True, deleted=deleted, sha256=sha256, size_bytes=size, verified=True)
-        fail(f"the archive {final} is written and verified, but retention failed: {exc}")
-
-    result.update(
-        changed=True,
-        path=final,
-        size_bytes=size,
-        sha256=sha256,
-        verified=True,
-        deleted=deleted,
-        created=created,
-        duration_seconds=round(time.monotonic() - started, 3),
-    )
-    module.exit_json(**result)
+        fail(run.module, f'the archive {run.final} is written and verified, but retention failed: {exc}',
+             **run.so_far(deleted=deleted))
+    run.result['deleted'] = deleted
 
 
-if __name__ == "__main__":
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_if=[('scope', 'table', ('table',))])
+    run = Backup(module)
+    check_inputs(run)
+    check_space(run)
+    plan(run)
+    open_snapshot(run)
+    back_up(run)
+    apply_retention(run)
+    module.exit_json(**run.result, duration_seconds=run.elapsed())
+
+
+if __name__ == '__main__':
     main()

@@ -207,20 +207,20 @@ mismatches:
   sample: []
 '''
 
-import typing as t  # noqa: E402
+import typing as t
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
     fail,
     postgres_connection_argument_spec,
     psycopg2,
     set_local,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import (
     run_read_only,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
     INDEX_SQL,
     RELATION_SQL,
     check_plan_query,

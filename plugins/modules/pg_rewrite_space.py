@@ -155,23 +155,23 @@ summary:
     /var/lib/postgresql/15/main, 51.8 MiB needed (34.5 MiB x1.5)
 '''
 
-import typing as t  # noqa: E402
+import typing as t
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
     fail,
     postgres_connection_argument_spec,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import (
     find_relation,
     run_read_only,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
     database_identity,
     normalize_type_name,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._space import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._space import (
     free_space,
     mib,
     needed_bytes,

@@ -408,7 +408,7 @@ def write(module: AnsibleModule, found: dict[str, t.Any]) -> dict[str, t.Any]:
                 known = cur.fetchone()
                 if known is not None:
                     fail(module, 'Run {} is recorded as {}{}: another run took it over, so this one stops here and '
-                                 'writes nothing more. Check the table\'s state before going on.'.format(
+                                 "writes nothing more. Check the table's state before going on.".format(
                                      params['run_id'], known['status'],
                                      ' by run ' + str(known['details'].get('interrupted_by'))
                                      if known['details'].get('interrupted_by') else ''),

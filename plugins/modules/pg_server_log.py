@@ -223,22 +223,22 @@ server_time:
   sample: "2026-12-02T04:50:54.873+00:00"
 '''
 
-import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import typing as t  # noqa: E402
+import dataclasses
+import datetime
+import os
+import socket
+import typing as t
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
     close,
     connect,
     fail,
     fail_on_query_error,
     postgres_connection_argument_spec,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
     SERVER_LOG_CURRENT_FILE_SQL,
     SERVER_LOG_DIR_SQL,
     SERVER_LOG_READ_SQL,
@@ -248,7 +248,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     SERVER_LOG_SETTINGS_SQL,
     SERVER_LOG_STAT_SQL,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._server_log import (  # noqa: E402
+from ansible_collections.ledgermind.migrations.plugins.module_utils._server_log import (
     DEFAULT_LEVELS,
     SEVERITIES,
     Parser,
@@ -424,7 +424,7 @@ def find_sql(conn: t.Any, settings: dict[str, t.Any], window: Window, log_file: 
     if settings.get('logging_collector') != 'on':
         raise Unavailable('the server runs without the logging collector (logging_collector = off), so it names no '
                           'log file: its log is its standard error, wherever its start sent it (pg_ctl -l, '
-                          'systemd\'s journal); give log_file')
+                          "systemd's journal); give log_file")
     wanted = [d for d in dests if d in ('stderr', 'csvlog', 'jsonlog')]
     if not wanted:
         raise Unavailable(f"the server logs to {settings.get('log_destination')} only, not to a file it can name")
@@ -445,7 +445,7 @@ def find_sql(conn: t.Any, settings: dict[str, t.Any], window: Window, log_file: 
             listing = sql_file(conn, 'current_logfiles')
             names = current_logfiles(listing.read(0, listing.size).decode('utf-8', 'replace'))
         except Unavailable as e:
-            raise Unavailable(f'the role may not run pg_current_logfile() and the data directory\'s '
+            raise Unavailable(f"the role may not run pg_current_logfile() and the data directory's "
                               f'current_logfiles could not be read ({e})') from None
         how = "the data directory's current_logfiles"
     fmt = preferred_format(names)
@@ -557,7 +557,7 @@ def data_directory_here(settings: dict[str, t.Any], proc: str | None) -> tuple[s
             return os.readlink(os.path.join(proc, 'cwd')), ''
         except OSError as e:
             return None, (f'the server runs here but its data directory could not be found ({e.strerror}; run the '
-                          'module as root or as the server\'s OS user)')
+                          "module as root or as the server's OS user)")
     if declared:
         return None, f'the data directory {declared} is not on this host (or not readable by this user)'
     return None, ('the server does not run on this host, or this user may not see its process (its data '
@@ -574,7 +574,7 @@ def find_local(conn: t.Any, settings: dict[str, t.Any], window: Window) -> Found
         try:
             names = current_logfiles(_read_text(os.path.join(data_directory, 'current_logfiles')))
         except OSError as e:
-            raise Unavailable(f"{data_directory}/current_logfiles could not be read: {e.strerror or e}") from None
+            raise Unavailable(f'{data_directory}/current_logfiles could not be read: {e.strerror or e}') from None
         fmt = preferred_format(names)
         if fmt is None:
             raise Unavailable(f'{data_directory}/current_logfiles names no log file')
@@ -588,7 +588,7 @@ def find_local(conn: t.Any, settings: dict[str, t.Any], window: Window) -> Found
             except Unavailable as e:
                 notes.append(f'a file rotated during the window could not be read: {e}')
                 exhaustive = False
-        return Found(files, f'{path}, named by the data directory\'s current_logfiles', exhaustive, notes)
+        return Found(files, f"{path}, named by the data directory's current_logfiles", exhaustive, notes)
     if proc is None:
         raise Unavailable('the server writes its log to its standard error (logging_collector = off), and it does '
                           'not run on this host or this user may not see its process')
@@ -596,9 +596,9 @@ def find_local(conn: t.Any, settings: dict[str, t.Any], window: Window) -> Found
         target = os.readlink(os.path.join(proc, 'fd', '2'))
     except OSError as e:
         raise Unavailable(f'the server runs here, but where its standard error goes could not be read from '
-                          f'{proc}/fd/2 ({e.strerror}; run the module as root or as the server\'s OS user)') from None
+                          f"{proc}/fd/2 ({e.strerror}; run the module as root or as the server's OS user)") from None
     if not os.path.isabs(target) or not os.path.isfile(target):
-        raise Unavailable(f'the server\'s standard error is not a file ({target}: the journal or syslog?)')
+        raise Unavailable(f"the server's standard error is not a file ({target}: the journal or syslog?)")
     files = [local_file(target)] + [local_file(p) for p in rotated_siblings(target, window.since)]
     return Found(files, f"{target}, the server's standard error (found through {proc})", True)
 
@@ -650,9 +650,9 @@ def read_found(found: Found, settings: dict[str, t.Any], window: Window,
     else:
         complete = found.exhaustive
     if stopped:
-        notes.append(f'the read stopped after max_read_bytes={window.budget} bytes, before the window\'s start')
+        notes.append(f"the read stopped after max_read_bytes={window.budget} bytes, before the window's start")
     elif not complete and files_read:
-        notes.append('the oldest file read starts after the window\'s start; earlier lines of the window may be in '
+        notes.append("the oldest file read starts after the window's start; earlier lines of the window may be in "
                      'a rotated file that was not read')
     if parser is not None:
         notes.extend(parser_notes(parser, settings, entries, spent, database is not None))
@@ -716,7 +716,7 @@ def collect(module: AnsibleModule, conn: t.Any, window: Window) -> dict[str, t.A
             why_not.append(str(e))
             continue
         where = 'read through SQL (pg_read_binary_file): ' if source == 'sql' else 'read on this host: '
-        reason = where + found.how + (f"; not through SQL: {why_not[0]}" if why_not else '')
+        reason = where + found.how + (f'; not through SQL: {why_not[0]}' if why_not else '')
         return dict(base, source=source, reason=reason, **read)
     return dict(base, source='unavailable', reason='; and '.join(why_not) or 'no method was tried')
 

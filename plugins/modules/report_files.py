@@ -114,13 +114,14 @@ import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ledgermind.migrations.plugins.module_utils._errors import fail
+
 
 def parse_mode(module: AnsibleModule, value: t.Any, option: str) -> int:
     try:
         return int(str(value), 8) if isinstance(value, str) else int(value)
     except ValueError:
-        module.fail_json(msg=f"{option} must be an octal mode such as '0640', got {value!r}.")
-        raise  # unreachable: fail_json exits
+        fail(module, f"{option} must be an octal mode such as '0640', got {value!r}.")
 
 
 def bad_name(name: str) -> bool:
@@ -206,9 +207,9 @@ def main() -> None:
     names = [f['name'] for f in p['files']]
     bad = [n for n in names if bad_name(n)]
     if bad:
-        module.fail_json(msg=f"file names must be plain names inside path, not {', '.join(map(repr, bad))}.")
+        fail(module, f"file names must be plain names inside path, not {', '.join(map(repr, bad))}.")
     if len(set(names)) != len(names):
-        module.fail_json(msg='file names must be distinct.')
+        fail(module, 'file names must be distinct.')
     planned = [(os.path.join(directory, f['name']), f['content'].encode('utf-8')) for f in p['files']]
     missing = not os.path.isdir(directory)
     pending = [path for path, data in planned if missing or not unchanged(path, data, mode)]
@@ -238,7 +239,7 @@ def main() -> None:
                   written=written, errors=[dict(path=path, error=error) for path, error in errors.items()],
                   created_directory=created)
     if errors:
-        module.fail_json(msg=f'cannot write {len(errors)} of {len(planned)} report files into {directory}: '
+        fail(module, f'cannot write {len(errors)} of {len(planned)} report files into {directory}: '
                              f'{describe_errors(errors)}', **result)
     module.exit_json(**result)
 

@@ -36,7 +36,7 @@ def test_redact_url(text: str, redacted: str) -> None:
 
 
 def test_redact_known_secrets_longest_first() -> None:
-    assert c.redact('pw=abc and abcdef', ['abc', 'abcdef', None, '']) == 'pw=******** and ********'
+    assert _redact.redact('pw=abc and abcdef', ['abc', 'abcdef', None, '']) == 'pw=******** and ********'
 
 
 @pytest.mark.parametrize(('params', 'expected'), [
