@@ -42,7 +42,8 @@ description:
     rehearsal's scratch database). The database's identity is not compared, but everything else still is
     (the schema and table, O(expected_column_type), O(expected_run_id), the checksum, the full read); the target
     must not be the archived database itself and must not have the table yet (a scratch copy never replaces a
-    table); and the restored column's type is read back and must be the archived one.
+    table); and the restored column's type is read back and must be the archived one, and so must its content
+    fingerprint, when the sidecar records the archive's (RV(restored_content)).
   - Connection settings reach pg_restore as C(PG*) environment variables, so the password is never
     on a command line, in the process list or in the module output.
 author:
@@ -193,6 +194,14 @@ excluded_entries:
   type: list
   elements: str
   sample: [TRIGGER public ml_features ledgermind_write_log]
+restored_content:
+  description:
+    - With O(restore_into=scratch), the copy's content fingerprint read back after the restore by the column and key
+      the sidecar's RV(archive_content) names (C(fingerprint), C(fingerprint_sums), C(total), C(column), C(key),
+      C(matches)); the restore fails when it is not the archive's. Empty when the sidecar records no content.
+  returned: success, with O(restore_into=scratch) outside check mode
+  type: dict
+  sample: {fingerprint: 3f1c0e5d9a7b2c4e8f6a1b3c5d7e9f01, total: 20000, column: tokens, key: txn_id, matches: true}
 restored_identity:
   description:
     - The table's identity read back after the restore (in check mode, not read); its C(column_type) is the archived
@@ -328,6 +337,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._connection 
     close,
     connect,
     fail,
+    fail_on_query_error,
     postgres_connection_argument_spec,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._libpq import LibpqSettingsError
@@ -348,8 +358,14 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._pg_clients 
     without_triggers,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+    COLUMN_SQL,
+    RELATION_SQL,
     TABLE_LOCK_SESSIONS_SQL,
+    Sums,
+    column_kind,
     identity_mismatches,
+    integrity_counts_sql,
+    integrity_params,
     normalize_type_name,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays
@@ -792,6 +808,34 @@ def failure_message(module: AnsibleModule, relation: str, last: Try, result: dic
     )
 
 
+def read_content(module: AnsibleModule, schema: str, table: str, archived: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The restored table's content fingerprint, read as pg_backup_archive recorded the archive's (the same pass of
+    pg_jsonb_integrity, by the same column and key), compared with the sidecar's (``archived``); empty when the
+    sidecar records none or the column is not one the fingerprint reads."""
+    column, key = archived.get('column'), archived.get('key')
+    if not (archived.get('fingerprint') and column and key):
+        return {}
+    conn = connect(module)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(RELATION_SQL, {'schema': schema, 'table': table})
+            relation = cur.fetchone()
+            cur.execute(COLUMN_SQL, {'schema': schema, 'table': table, 'relid': relation['relid'], 'column': column})
+            info = cur.fetchone()
+            kind = column_kind(info['data_type'], info['udt_name']) if info else None
+            if kind is None:
+                return {}
+            cur.execute(integrity_counts_sql(schema, table, key, column, kind), integrity_params('array', 'string'))
+            row = cur.fetchone()
+    except Exception as exc:  # noqa: BLE001 - psycopg2.Error: a clear message, never a traceback
+        fail_on_query_error(module, conn, exc, f'{schema}.{table}')
+    finally:
+        close(conn)
+    sums = Sums(int(row['total']), int(row['hash1']), int(row['hash2']))
+    return {'fingerprint': sums.fingerprint(), 'fingerprint_sums': sums.as_json(), 'total': sums.total,
+            'column': column, 'key': key, 'matches': sums.fingerprint() == archived['fingerprint']}
+
+
 def judge(module: AnsibleModule, src: str, recorded: dict[str, t.Any], before: dict[str, t.Any], last: Try,
           schema: str, table: str, result: dict[str, t.Any], started: float) -> None:
     """The verdict, from the table read back: on failure, that it is as it was; on success, that it exists
@@ -812,6 +856,14 @@ def judge(module: AnsibleModule, src: str, recorded: dict[str, t.Any], before: d
         has = after.get('column_type') if after.get('table_oid') is not None else 'no such table'
         fail(module, f'{copy}{relation} restored from {src} is not the archived table: the archive recorded column '
                      f'{column} as {recorded_type}, the database has {has}', **elapsed(result, started))
+    if module.params['restore_into'] == 'scratch':
+        # A copy is read back whole: its content must be the one the archive's sidecar records.
+        content = read_content(module, schema, table, result.get('archive_content') or {})
+        result['restored_content'] = content
+        if content and not content['matches']:
+            fail(module, f"the scratch copy of {relation} restored from {src} does not hold the archive's content: "
+                         f"fingerprint {content['fingerprint']} over {content['total']} rows, the archive's sidecar "
+                         f"records {result['archive_content']['fingerprint']}", **elapsed(result, started))
 
 
 def main() -> None:

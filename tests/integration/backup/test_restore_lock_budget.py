@@ -4,12 +4,15 @@ the holder with the table untouched, or succeeds once the holder has gone; an ap
 queues behind a waiting restore for longer than one try. No timed assertions: the waits are read from pg_locks."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg2
 import pytest
+from stackdb import drop_database, server_url, with_db
 from test_backup_restore import TO_JSONB_SQL, backup, holding, psql, restore, scratch_database, snapshot
 
 RESTORE_APP = "ledgermind.migrations.pg_backup_restore"
@@ -196,3 +199,32 @@ def test_a_writer_never_queues_behind_the_restore_longer_than_one_try(budget_db,
     held = max(a["seconds"] for a in restored["attempts"])
     assert inserter.longest < 0.3 + held + 5.0, (inserter.longest, restored["attempts"])
     assert not [e for e in inserter.errors if "duplicate key" not in e], inserter.errors[:5]
+
+
+def test_a_scratch_copy_is_read_back_against_the_archives_content(budget_db, tmp_path):
+    result = backup(budget_db, tmp_path)
+    content = result["content"]
+    copy_name = "lm_test_restore_budget_copy"
+    copy = with_db(server_url(), copy_name)
+    sidecar = Path(result["path"] + ".json")
+    try:
+        for attempt in ("as archived", "sidecar altered"):
+            drop_database(server_url(), copy_name)
+            psql(server_url(), f"CREATE DATABASE {copy_name}")
+            restored = restore(copy, result["path"], restore_into="scratch", **BUDGET)
+            if attempt == "as archived":
+                assert not restored.get("failed"), restored.get("msg")
+                assert restored["restored_content"] == {
+                    "fingerprint": content["fingerprint"], "fingerprint_sums": content["fingerprint_sums"],
+                    "total": 5000, "column": "tokens", "key": "txn_id", "matches": True}
+                data = json.loads(sidecar.read_text())
+                data["content"]["fingerprint"] = "0" * 32  # the checksum covers the archive, not its sidecar
+                sidecar.write_text(json.dumps(data))
+            else:
+                assert restored["failed"]
+                assert restored["msg"] == (
+                    f"the scratch copy of public.ml_features restored from {result['path']} does not hold the "
+                    f"archive's content: fingerprint {content['fingerprint']} over 5000 rows, the archive's sidecar "
+                    f"records {'0' * 32}")
+    finally:
+        drop_database(server_url(), copy_name)
