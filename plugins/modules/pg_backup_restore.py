@@ -701,10 +701,10 @@ def verify(module: AnsibleModule, src: str, sidecar: dict[str, t.Any], schema: s
                 f'refusing to restore {src}: its SHA-256 is {actual}, expected {expected}; '
                 'the archive was altered or truncated'
             )
-        pg_restore = find_client('pg_restore', p['pg_restore_path'])
-        psql = find_client('psql', p['psql_path'], near=pg_restore)
-        verify_archive(pg_restore, src)
-        listing = run_client([pg_restore, '--list', '--verbose', src])
+        pg_restore = find_client('pg_restore', p['pg_restore_path'], module=module)
+        psql = find_client('psql', p['psql_path'], near=pg_restore, module=module)
+        verify_archive(pg_restore, src, module=module)
+        listing = run_client([pg_restore, '--list', '--verbose', src], module=module)
         if listing.rc != 0:
             raise ClientError(f'pg_restore --list failed: {listing.stderr.strip()}')
         refusal = header_refusal(src, listing.stdout, sidecar['identity'])
@@ -722,20 +722,16 @@ def verify(module: AnsibleModule, src: str, sidecar: dict[str, t.Any], schema: s
     return pg_restore, psql, entries
 
 
-def run_client_literally(module: AnsibleModule, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
-    """``module.run_command`` with ``argv`` taken literally, the ``PG*`` variables added to the environment (never on
-    a command line), files it writes private; returns the exit code and the error output."""
-    rc, _out, err = module.run_command(argv, environ_update=env or {}, expand_user_and_vars=False, umask=0o077)
-    return rc, err
-
-
 def write_script(module: AnsibleModule, workdir: str, result: dict[str, t.Any], started: float) -> str:
     """pg_restore's script for the selected entries, written once for every try, with the lock budget in force."""
     raw = os.path.join(workdir, 'restore.raw.sql')
-    rc, err = run_client_literally(module, result['command'])
-    if rc != 0:
-        fail(module, f'pg_restore could not write the restore script (exit code {rc}): {err.strip()}. Nothing was '
-                     'changed.', **elapsed(result, started))
+    try:
+        made = run_client(result['command'], module=module)
+    except ClientError as exc:
+        fail(module, f'{exc}. Nothing was changed.', **elapsed(result, started))
+    if made.rc != 0:
+        fail(module, f'pg_restore could not write the restore script (exit code {made.rc}): {made.stderr.strip()}. '
+                     'Nothing was changed.', **elapsed(result, started))
     script = os.path.join(workdir, 'restore.sql')
     with open(raw, 'rb') as source, open(script, 'wb') as sink:
         feed_script(source, sink, lock_timeout_line(module.params['lock_timeout_ms']))
@@ -746,8 +742,12 @@ def write_script(module: AnsibleModule, workdir: str, result: dict[str, t.Any], 
 def run_try(module: AnsibleModule, number: int, env: dict[str, str], argv: list[str]) -> Try:
     """One try: psql runs the script in one transaction, under the lock budget."""
     started = time.monotonic()
-    rc, stderr = run_client_literally(module, argv, env)
-    return Try(number, rc, stderr.strip(), time.monotonic() - started, rc != 0 and is_lock_timeout(stderr))
+    try:
+        done = run_client(argv, env, module=module)
+    except ClientError as exc:
+        return Try(number, 1, str(exc), time.monotonic() - started, False)
+    return Try(number, done.rc, done.stderr.strip(), time.monotonic() - started,
+               done.rc != 0 and is_lock_timeout(done.stderr))
 
 
 def read_lock_holders(module: AnsibleModule, schema: str, table: str) -> list[dict[str, t.Any]]:
