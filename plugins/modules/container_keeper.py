@@ -111,6 +111,7 @@ actions:
 
 import json
 import re
+import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -293,96 +294,118 @@ def keeper_summary(container, spec):
             'image_id': spec.get('image_id', ''), 'spec': spec}
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            action=dict(type='str', choices=['inspect', 'keep', 'check', 'restore', 'prune'], default='inspect'),
-            project=dict(type='str', required=True),
-            service=dict(type='str', required=True),
-            keeper=dict(type='str', default=''),
-            keep=dict(type='list', elements='str', default=[]),
-            docker=dict(type='str', default='docker'),
-            secret_pattern=dict(type='str', no_log=False,
-                                default='(^|_)(PASSWORD|PASSWD|PWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIALS?|AUTH)(_|$)'),
-        ),
-        supports_check_mode=True,
+def argument_spec() -> dict[str, t.Any]:
+    return dict(
+        action=dict(type='str', choices=['inspect', 'keep', 'check', 'restore', 'prune'], default='inspect'),
+        project=dict(type='str', required=True),
+        service=dict(type='str', required=True),
+        keeper=dict(type='str', default=''),
+        keep=dict(type='list', elements='str', default=[]),
+        docker=dict(type='str', default='docker'),
+        secret_pattern=dict(type='str', no_log=False,
+                            default='(^|_)(PASSWORD|PASSWD|PWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIALS?|AUTH)(_|$)'),
     )
+
+
+def keep(module: AnsibleModule, docker: Docker, result: dict[str, t.Any], current: dict[str, t.Any] | None) -> None:
+    """A stopped keeper container holding the running container's settings and environment (none when one does)."""
+    params = module.params
+    project, service = params['project'], params['service']
+    if current is None:
+        return
+    name = f'lmkeep-{project}-{service}-{current["Id"][:12]}'
+    kept, spec = keeper_of(docker, name)
+    if kept is None:
+        spec = spec_of(current)
+        result['actions'].append(f'keep {spec["name"]} ({spec["image_id"][:19]}) as {name}')
+        if not module.check_mode:
+            argv = ['container', 'create', '--name', name, '--env-file', '/dev/stdin', '--network', 'none',
+                    '--restart', 'no', '--label', f'{KEEPER_LABEL}.project={project}',
+                    '--label', f'{KEEPER_LABEL}.service={service}',
+                    '--label', f'{KEEPER_LABEL}.of={current["Id"]}',
+                    '--label', f'{KEEPER_LABEL}.spec={json.dumps(spec, sort_keys=True)}',
+                    '--entrypoint', '/bin/true']
+            # Compose v2 labels the images it builds with the project and service: a keeper blanks them, or
+            # compose (and this module) would take it for one of the service's containers.
+            for key in sorted(spec['labels']):
+                if key.startswith('com.docker.compose.'):
+                    argv += ['--label', f'{key}=']
+            argv.append(spec['image_id'])
+            docker.run(*argv, data=env_file(env_dict(current['Config'].get('Env'))))
+            kept, spec = keeper_of(docker, name)
+        result['changed'] = True
+    result['keeper'] = keeper_summary(kept, spec) or {'name': name, 'image_id': spec['image_id'], 'spec': spec}
+
+
+def check(module: AnsibleModule, docker: Docker, result: dict[str, t.Any]) -> None:
+    """Whether the keeper and its image are still there (RV(problem) says what is gone)."""
+    params = module.params
+    kept, spec = keeper_of(docker, params['keeper'])
+    if kept is None:
+        result['problem'] = (f'the keeper container {params["keeper"] or "(none recorded)"} that holds the '
+                             f'previous {params["service"]} settings is gone')
+    elif not docker.image_exists(spec['image_id']):
+        result['problem'] = f'its image {spec["image_id"]} is gone'
+    result['keeper'] = keeper_summary(kept, spec)
+
+
+def restore(module: AnsibleModule, docker: Docker, result: dict[str, t.Any], current: dict[str, t.Any] | None,
+            ids: list[str]) -> None:
+    """The service's containers replaced by one created from the keeper's settings (nothing when already so)."""
+    params = module.params
+    kept, spec = keeper_of(docker, params['keeper'])
+    if kept is None:
+        fail(module, f'keeper container {params["keeper"] or "(none given)"} not found', **result)
+    result['keeper'] = keeper_summary(kept, spec)
+    if not docker.image_exists(spec['image_id']):
+        fail(module, f'image {spec["image_id"]} of keeper {result["keeper"]["name"]} is gone', **result)
+    env = env_dict(kept['Config'].get('Env'))
+    if len(ids) == 1 and same_settings(current, spec, env) and result['container']['running']:
+        return
+    result['changed'] = True
+    for cid in ids:
+        result['actions'].append(f'remove {cid[:12]}')
+    result['actions'].append(f'create {spec["name"]} from {spec["image_id"][:19]} and start it')
+    if module.check_mode:
+        return
+    if ids:
+        docker.run('container', 'rm', '--force', *ids)
+    created = docker.run(*create_argv(spec, spec['name']), data=env_file(env))[1].strip()
+    docker.run('container', 'start', created)
+    result['containers'] = docker.ps(*service_filters(params['project'], params['service']))
+    result['container'] = describe(docker.inspect(created), params['secret_pattern'])
+
+
+def prune(module: AnsibleModule, docker: Docker, result: dict[str, t.Any]) -> None:
+    """The service's keepers removed, except those named in O(keep)."""
+    params = module.params
+    kept_ones = set(params['keep'])
+    for cid in docker.ps(*keeper_filters(params['project'], params['service'])):
+        kept = docker.inspect(cid)
+        if kept and not ({cid, kept['Name'].lstrip('/')} & kept_ones):
+            result['actions'].append(f'remove keeper {kept["Name"].lstrip("/")}')
+            if not module.check_mode:
+                docker.run('container', 'rm', '--force', cid)
+            result['changed'] = True
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
     docker = Docker(module)
-    project, service, pattern = params['project'], params['service'], params['secret_pattern']
-    result = dict(changed=False, container={}, containers=[], keeper={}, problem='', actions=[])
+    result: dict[str, t.Any] = dict(changed=False, container={}, containers=[], keeper={}, problem='', actions=[])
     try:
-        ids = docker.ps(*service_filters(project, service))
+        ids = docker.ps(*service_filters(params['project'], params['service']))
         current = docker.inspect(ids[0]) if ids else None
-        result.update(containers=ids, container=describe(current, pattern))
-
+        result.update(containers=ids, container=describe(current, params['secret_pattern']))
         if params['action'] == 'keep':
-            if current is None:
-                module.exit_json(**result)
-            name = f'lmkeep-{project}-{service}-{current["Id"][:12]}'
-            kept, spec = keeper_of(docker, name)
-            if kept is None:
-                spec = spec_of(current)
-                result['actions'].append(f'keep {spec["name"]} ({spec["image_id"][:19]}) as {name}')
-                if not module.check_mode:
-                    argv = ['container', 'create', '--name', name, '--env-file', '/dev/stdin', '--network', 'none',
-                            '--restart', 'no', '--label', f'{KEEPER_LABEL}.project={project}',
-                            '--label', f'{KEEPER_LABEL}.service={service}',
-                            '--label', f'{KEEPER_LABEL}.of={current["Id"]}',
-                            '--label', f'{KEEPER_LABEL}.spec={json.dumps(spec, sort_keys=True)}',
-                            '--entrypoint', '/bin/true']
-                    # Compose v2 labels the images it builds with the project and service: a keeper blanks them, or
-                    # compose (and this module) would take it for one of the service's containers.
-                    for key in sorted(spec['labels']):
-                        if key.startswith('com.docker.compose.'):
-                            argv += ['--label', f'{key}=']
-                    argv.append(spec['image_id'])
-                    docker.run(*argv, data=env_file(env_dict(current['Config'].get('Env'))))
-                    kept, spec = keeper_of(docker, name)
-                result['changed'] = True
-            result['keeper'] = keeper_summary(kept, spec) or {'name': name, 'image_id': spec['image_id'], 'spec': spec}
-
+            keep(module, docker, result, current)
         elif params['action'] == 'check':
-            kept, spec = keeper_of(docker, params['keeper'])
-            if kept is None:
-                result['problem'] = (f'the keeper container {params["keeper"] or "(none recorded)"} that holds the '
-                                     f'previous {service} settings is gone')
-            elif not docker.image_exists(spec['image_id']):
-                result['problem'] = f'its image {spec["image_id"]} is gone'
-            result['keeper'] = keeper_summary(kept, spec)
-
+            check(module, docker, result)
         elif params['action'] == 'restore':
-            kept, spec = keeper_of(docker, params['keeper'])
-            if kept is None:
-                fail(module, f'keeper container {params["keeper"] or "(none given)"} not found', **result)
-            result['keeper'] = keeper_summary(kept, spec)
-            if not docker.image_exists(spec['image_id']):
-                fail(module, f'image {spec["image_id"]} of keeper {result["keeper"]["name"]} is gone', **result)
-            env = env_dict(kept['Config'].get('Env'))
-            if len(ids) == 1 and same_settings(current, spec, env) and result['container']['running']:
-                module.exit_json(**result)
-            result['changed'] = True
-            for cid in ids:
-                result['actions'].append(f'remove {cid[:12]}')
-            result['actions'].append(f'create {spec["name"]} from {spec["image_id"][:19]} and start it')
-            if module.check_mode:
-                module.exit_json(**result)
-            if ids:
-                docker.run('container', 'rm', '--force', *ids)
-            created = docker.run(*create_argv(spec, spec['name']), data=env_file(env))[1].strip()
-            docker.run('container', 'start', created)
-            result['containers'] = docker.ps(*service_filters(project, service))
-            result['container'] = describe(docker.inspect(created), pattern)
-
+            restore(module, docker, result, current, ids)
         elif params['action'] == 'prune':
-            keep = set(params['keep'])
-            for cid in docker.ps(*keeper_filters(project, service)):
-                kept = docker.inspect(cid)
-                if kept and not ({cid, kept['Name'].lstrip('/')} & keep):
-                    result['actions'].append(f'remove keeper {kept["Name"].lstrip("/")}')
-                    if not module.check_mode:
-                        docker.run('container', 'rm', '--force', cid)
-                    result['changed'] = True
+            prune(module, docker, result)
     except DockerError as exc:
         fail(module, str(exc), **result)
     module.exit_json(**result)

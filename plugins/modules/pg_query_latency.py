@@ -185,53 +185,75 @@ def measure(cur: t.Any, statement: t.Any, params: dict[str, t.Any], runs: int, w
     return timings, rows
 
 
+def read_subject(module: AnsibleModule, cur: t.Any) -> tuple[str, str]:
+    """The column's type and the key column (O(key), else the single-column primary key)."""
+    p = module.params
+    relation = '{}.{}'.format(p['schema'], p['table'])
+    relid = find_relation(module, cur, p['schema'], p['table'], exists=True)
+    cur.execute(COLUMN_TYPE_SQL, dict(schema=p['schema'], table=p['table'], column=p['column']))
+    row = cur.fetchone()
+    if row is None:
+        fail(module, f"Column {relation}.{p['column']} does not exist.")
+    key = p['key']
+    if not key:
+        cur.execute(PRIMARY_KEY_SQL, dict(relid=relid))
+        keys = [r['column_name'] for r in cur.fetchall()]
+        if len(keys) != 1:
+            fail(module, f'Table {relation} has no single-column primary key: set key.')
+        key = keys[0]
+    return row['column_type'], key
+
+
+def queries_to_time(module: AnsibleModule, column_type: str, key: str) -> dict[str, t.Any]:
+    """The built-in queries for this column type, then the caller's own, by name."""
+    p = module.params
+    named: dict[str, t.Any] = {}
+    for name in p['builtin']:
+        try:
+            named[name] = latency_query_sql(name, column_type, p['schema'], p['table'], p['column'], key)
+        except ValueError as e:
+            fail(module, f'{e}; choose other builtin queries or give your own.')
+    for query in p['queries']:
+        named[query['name']] = query['sql']
+    return named
+
+
+def time_queries(module: AnsibleModule, cur: t.Any, named: dict[str, t.Any], params: dict[str, t.Any]
+                 ) -> list[dict[str, t.Any]]:
+    """Each query timed (warm-up runs first), in a savepoint of the read-only transaction."""
+    p = module.params
+    results = []
+    for name, statement in named.items():
+        try:
+            cur.execute('SAVEPOINT latency')
+            timings, rows = measure(cur, statement, params, p['runs'], p['warmup'])
+            cur.execute('RELEASE SAVEPOINT latency')
+        except psycopg2.Error as e:
+            fail(module, 'Query {} failed, so its latency cannot be measured: {}'.format(
+                name, ' '.join(str(e).split())))
+        text = statement if isinstance(statement, str) else statement.as_string(cur)
+        results.append(summarize(name, text, timings, rows))
+    return results
+
+
+def inspect(module: AnsibleModule, conn: t.Any) -> dict[str, t.Any]:
+    p = module.params
+    with conn.cursor() as cur:
+        column_type, key = read_subject(module, cur)
+        cur.execute(latency_sample_sql(p['schema'], p['table'], p['column'], key))
+        sample = dict(cur.fetchone())
+        params = dict(token=sample['token'] or '', key=sample['key'])
+        results = time_queries(module, cur, queries_to_time(module, column_type, key), params)
+        return dict(column_type=column_type, key_column=key, queries=results,
+                    pg_stat_statements=read_statements(cur, p['table']))
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
     check_queries(module)
     relation = '{}.{}'.format(p['schema'], p['table'])
-
-    def inspect(conn: t.Any) -> dict[str, t.Any]:
-        with conn.cursor() as cur:
-            relid = find_relation(module, cur, p['schema'], p['table'], exists=True)
-            cur.execute(COLUMN_TYPE_SQL, dict(schema=p['schema'], table=p['table'], column=p['column']))
-            row = cur.fetchone()
-            if row is None:
-                fail(module, f"Column {relation}.{p['column']} does not exist.")
-            column_type = row['column_type']
-            key = p['key']
-            if not key:
-                cur.execute(PRIMARY_KEY_SQL, dict(relid=relid))
-                keys = [r['column_name'] for r in cur.fetchall()]
-                if len(keys) != 1:
-                    fail(module, f'Table {relation} has no single-column primary key: set key.')
-                key = keys[0]
-            cur.execute(latency_sample_sql(p['schema'], p['table'], p['column'], key))
-            sample = dict(cur.fetchone())
-            params = dict(token=sample['token'] or '', key=sample['key'])
-            named: dict[str, t.Any] = {}
-            for name in p['builtin']:
-                try:
-                    named[name] = latency_query_sql(name, column_type, p['schema'], p['table'], p['column'], key)
-                except ValueError as e:
-                    fail(module, f'{e}; choose other builtin queries or give your own.')
-            for query in p['queries']:
-                named[query['name']] = query['sql']
-            results = []
-            for name, statement in named.items():
-                try:
-                    cur.execute('SAVEPOINT latency')
-                    timings, rows = measure(cur, statement, params, p['runs'], p['warmup'])
-                    cur.execute('RELEASE SAVEPOINT latency')
-                except psycopg2.Error as e:
-                    fail(module, 'Query {} failed, so its latency cannot be measured: {}'.format(
-                        name, ' '.join(str(e).split())))
-                text = statement if isinstance(statement, str) else statement.as_string(cur)
-                results.append(summarize(name, text, timings, rows))
-            return dict(column_type=column_type, key_column=key, queries=results,
-                        pg_stat_statements=read_statements(cur, p['table']))
-
-    found = run_read_only(module, inspect, relation, (p['schema'], p['table']))
+    found = run_read_only(module, lambda conn: inspect(module, conn), relation, (p['schema'], p['table']))
     module.exit_json(changed=False, table=relation, column=p['column'], **found)
 
 

@@ -187,45 +187,50 @@ def describe_errors(errors: dict[str, str]) -> str:
     return '; '.join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type='path', required=True),
-            files=dict(type='list', elements='dict', required=True, options=dict(
-                name=dict(type='str', required=True),
-                content=dict(type='str', required=True),
-            )),
-            mode=dict(type='raw', default='0640'),
-            directory_mode=dict(type='raw', default='0750'),
-        ),
-        supports_check_mode=True,
+def argument_spec() -> dict[str, t.Any]:
+    return dict(
+        path=dict(type='path', required=True),
+        files=dict(type='list', elements='dict', required=True, options=dict(
+            name=dict(type='str', required=True),
+            content=dict(type='str', required=True),
+        )),
+        mode=dict(type='raw', default='0640'),
+        directory_mode=dict(type='raw', default='0750'),
     )
-    p = module.params
-    mode = parse_mode(module, p['mode'], 'mode')
-    directory_mode = parse_mode(module, p['directory_mode'], 'directory_mode')
-    directory = os.path.abspath(p['path'])
-    names = [f['name'] for f in p['files']]
+
+
+def check_names(module: AnsibleModule) -> None:
+    names = [f['name'] for f in module.params['files']]
     bad = [n for n in names if bad_name(n)]
     if bad:
         fail(module, f"file names must be plain names inside path, not {', '.join(map(repr, bad))}.")
     if len(set(names)) != len(names):
         fail(module, 'file names must be distinct.')
-    planned = [(os.path.join(directory, f['name']), f['content'].encode('utf-8')) for f in p['files']]
+
+
+def plan(directory: str, files: list[dict[str, t.Any]], mode: int) -> tuple[list[tuple[str, bytes]], list[str], bool,
+                                                                              dict[str, str]]:
+    """Every file's path and bytes, those that differ from what is there, whether the directory is missing, and
+    the files that cannot be written whatever happens (the path is not a directory)."""
+    planned = [(os.path.join(directory, f['name']), f['content'].encode('utf-8')) for f in files]
     missing = not os.path.isdir(directory)
     pending = [path for path, data in planned if missing or not unchanged(path, data, mode)]
     errors: dict[str, str] = {}
     if os.path.exists(directory) and not os.path.isdir(directory):
         errors = dict.fromkeys(pending, f'{directory} exists and is not a directory; choose another report directory')
-    elif module.check_mode:
-        module.exit_json(changed=bool(pending) or missing, paths=[path for path, _data in planned], written=pending,
-                         errors=[], created_directory=missing)
+    return planned, pending, missing, errors
 
+
+def write(directory: str, planned: list[tuple[str, bytes]], pending: list[str], missing: bool,
+          errors: dict[str, str], mode: int, directory_mode: int) -> tuple[list[str], bool]:
+    """Creates the directory when missing and writes the pending files atomically; the files written and whether
+    the directory was created (``errors`` gains what failed)."""
     created = False
     if missing and not errors:
         try:
             created = bool(make_directories(directory, directory_mode))
         except OSError as exc:
-            errors = dict.fromkeys(pending, f'cannot create {directory}: {exc}')
+            errors.update(dict.fromkeys(pending, f'cannot create {directory}: {exc}'))
     written = []
     for path, data in planned:
         if path in pending and path not in errors:
@@ -235,12 +240,27 @@ def main() -> None:
                 errors[path] = str(exc)
             else:
                 written.append(path)
+    return written, created
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    p = module.params
+    mode = parse_mode(module, p['mode'], 'mode')
+    directory_mode = parse_mode(module, p['directory_mode'], 'directory_mode')
+    directory = os.path.abspath(p['path'])
+    check_names(module)
+    planned, pending, missing, errors = plan(directory, p['files'], mode)
+    if module.check_mode and not errors:
+        module.exit_json(changed=bool(pending) or missing, paths=[path for path, _data in planned], written=pending,
+                         errors=[], created_directory=missing)
+    written, created = write(directory, planned, pending, missing, errors, mode, directory_mode)
     result = dict(changed=bool(written) or created, paths=[path for path, _data in planned if path not in errors],
                   written=written, errors=[dict(path=path, error=error) for path, error in errors.items()],
                   created_directory=created)
     if errors:
         fail(module, f'cannot write {len(errors)} of {len(planned)} report files into {directory}: '
-                             f'{describe_errors(errors)}', **result)
+                     f'{describe_errors(errors)}', **result)
     module.exit_json(**result)
 
 
