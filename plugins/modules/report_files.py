@@ -208,8 +208,9 @@ def check_names(module: AnsibleModule) -> None:
         fail(module, 'file names must be distinct.')
 
 
-def plan(directory: str, files: list[dict[str, t.Any]], mode: int) -> tuple[list[tuple[str, bytes]], list[str], bool,
-                                                                              dict[str, str]]:
+def plan(
+    directory: str, files: list[dict[str, t.Any]], mode: int,
+) -> tuple[list[tuple[str, bytes]], list[str], bool, dict[str, str]]:
     """Every file's path and bytes, those that differ from what is there, whether the directory is missing, and
     the files that cannot be written whatever happens (the path is not a directory)."""
     planned = [(os.path.join(directory, f['name']), f['content'].encode('utf-8')) for f in files]
