@@ -1,8 +1,8 @@
 """Fixtures for the AWX-side tests: jobs run through ansible-runner the way AWX runs them.
 
 AWX gives every job a private data directory: ``inventory/`` (its inventory, as JSON), ``env/extravars``
-(the survey answers, the job template's extra_vars, the credentials' injected extra vars and the
-``awx_*`` variables), ``env/settings``, and the project checkout. ``AwxJobs`` builds one from the AWX
+(the survey answers, the job template's extra_vars, the custom credentials' injected extra vars and the
+``awx_*`` variables), ``env/settings``, the Machine credential's command-line arguments, and the project checkout. ``AwxJobs`` builds one from the AWX
 objects as code (inventories/awx/group_vars/all): the inventory's variables and groups, the credential
 types' injectors rendered in a Jinja sandbox as AWX renders them, the surveys' defaults. Only the
 host differs: a local-connection host whose credential inputs point at a scratch database of the
@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -181,11 +182,20 @@ class AwxJobs:
         url = urlsplit(self.db.url)
         db_inputs = {"host": url.hostname, "port": str(url.port), "name": self.db.name,
                      "user": unquote(url.username or ""), "password": unquote(url.password or "")}
-        ssh_key = files_dir / "unused"
-        deploy_inputs = {"username": "ledgermind-deploy", "ssh_key_data": f"not a key ({ssh_key})\n",
-                         "known_hosts": "backend-1.prod.example.internal ssh-ed25519 AAAA\n"}
-        return {**render_injectors(types["LedgerMind PostgreSQL"], db_inputs, files_dir),
-                **render_injectors(types["LedgerMind deploy host"], deploy_inputs, files_dir)}
+        return render_injectors(types["LedgerMind PostgreSQL"], db_inputs, files_dir)
+
+    def machine_args(self, template: dict[str, Any]) -> list[str]:
+        """What AWX's RunJob.build_args adds for the job's Machine credential: -u (root without one), the become
+        method and user. Its key goes to an ssh-agent and its become password to the prompt, neither of which a
+        local-connection host asks for."""
+        machine = {c["name"]: c for c in self.data["controller_credentials"] if c["credential_type"] == "Machine"}
+        inputs = next((machine[n]["inputs"] for n in template.get("credentials", []) if n in machine), {})
+        args = ["-u", inputs.get("username") or "root"]
+        if inputs.get("become_method"):
+            args += ["--become-method", inputs["become_method"]]
+        if inputs.get("become_username"):
+            args += ["--become-user", inputs["become_username"]]
+        return args
 
     def inventory(self) -> dict[str, Any]:
         """The AWX inventory as AWX hands it to a job (JSON), its prod host swapped for a local one."""
@@ -236,7 +246,7 @@ class AwxJobs:
         reports_before = set(self.report_dir.glob("*.json")) if self.report_dir.exists() else set()
         runner = ansible_runner.run(
             private_data_dir=str(private), project_dir=str(REPO), playbook=template["playbook"],
-            ident=str(job_id), quiet=True,
+            ident=str(job_id), quiet=True, cmdline=shlex.join(self.machine_args(template)),
             envvars={"PATH": f"{BIN}:{os.environ.get('PATH', '')}", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                      "ANSIBLE_NOCOLOR": "1"},
         )

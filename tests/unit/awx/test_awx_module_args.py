@@ -134,6 +134,7 @@ def test_the_playbook_uses_only_awx_modules_by_fqcn(yaml_loader):
         "awx.awx.execution_environment", "awx.awx.project", "awx.awx.inventory", "awx.awx.host", "awx.awx.group",
         "awx.awx.notification_template", "awx.awx.job_template", "awx.awx.workflow_job_template",
         "awx.awx.workflow_job_template_node", "awx.awx.workflow_job_template_node", "awx.awx.role",
+        "awx.awx.credential", "awx.awx.credential_type",
     ]
 
 
