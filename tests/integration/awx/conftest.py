@@ -2,9 +2,10 @@
 
 AWX gives every job a private data directory: ``inventory/`` (its inventory, as JSON), ``env/extravars``
 (the survey answers, the job template's extra_vars, the custom credentials' injected extra vars and the
-``awx_*`` variables), ``env/settings``, the Machine credential's command-line arguments, and the project checkout. ``AwxJobs`` builds one from the AWX
-objects as code (inventories/awx/group_vars/all): the inventory's variables and groups, the credential
-types' injectors rendered in a Jinja sandbox as AWX renders them, the surveys' defaults. Only the
+``awx_*`` variables), ``env/settings``, the Machine credential's command-line arguments (``-u``), and the
+project checkout. ``AwxJobs`` builds one from the AWX objects as code (inventories/awx/group_vars/all): the
+inventory's variables and groups, the credential types' injectors rendered in a Jinja sandbox as AWX renders
+them, the surveys' defaults. Only the
 host differs: a local-connection host whose credential inputs point at a scratch database of the
 local stack (``scripts/stack reset``). Nothing is mocked.
 

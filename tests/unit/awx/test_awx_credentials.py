@@ -113,8 +113,8 @@ def test_ansible_checks_host_keys_strictly_even_when_awx_turns_checking_off(awx_
     command = next((line for line in out.stdout.splitlines() if "SSH: EXEC" in line), "")
     assert command, out.stdout[-3000:] + out.stderr[-3000:]
     assert "StrictHostKeyChecking=no" not in command, command
-    assert "StrictHostKeyChecking=yes" in command and f"UserKnownHostsFile={REPO}/playbooks/../inventories/awx/known_hosts" \
-        in command, command
+    assert "StrictHostKeyChecking=yes" in command, command
+    assert f"UserKnownHostsFile={REPO}/playbooks/../inventories/awx/known_hosts" in command, command
     assert "User=\"ledgermind-deploy\"" in command or "User=ledgermind-deploy" in command, command
 
 
