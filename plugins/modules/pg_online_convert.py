@@ -286,6 +286,7 @@ swap:
   type: dict
 '''
 
+import contextlib
 import time
 import typing as t
 
@@ -731,6 +732,20 @@ class Conversion:
         cur = conn.cursor()
         return conn, cur
 
+    @contextlib.contextmanager
+    def session(self, doing: str) -> t.Iterator[tuple[t.Any, t.Any]]:
+        """A connection and cursor for one try under the lock budget: a lock not granted goes up to the runner (it
+        tries again), any other database error fails the module clearly; always closed."""
+        conn, cur = self.open_read()
+        try:
+            yield conn, cur
+        except psycopg2.Error as e:
+            if lock_busy(e):
+                raise
+            self.query_error(conn, e, doing)
+        finally:
+            close(conn)
+
     def plan_only(self, full: bool) -> dict[str, t.Any]:
         conn, cur = self.open_read()
         try:
@@ -760,8 +775,7 @@ class Conversion:
 
     def expand(self) -> dict[str, t.Any]:
         p = self.p
-        conn, cur = self.open_read()
-        try:
+        with self.session('expanding') as (conn, cur):
             if not self.module.check_mode:
                 cur.execute(HISTORY_LOCK_SQL)
             state = self.read_state(cur)
@@ -790,12 +804,6 @@ class Conversion:
             else:
                 conn.rollback()
             self.result['key_column'] = key
-        except psycopg2.Error as e:
-            if lock_busy(e):
-                raise
-            self.query_error(conn, e, 'expanding')
-        finally:
-            close(conn)
         return self.result
 
     def expand_actions(self, state: dict[str, t.Any]) -> list[str]:
@@ -1091,8 +1099,7 @@ class Conversion:
         state, revision, before = checked
         p = self.p
         hs = p['history_schema']
-        conn, cur = self.open_read()
-        try:
+        with self.session('swapping the column of') as (conn, cur):
             cur.execute(lock_table_sql(p['schema'], p['table'], 'ACCESS EXCLUSIVE'))
             now = self.fingerprint(cur, state)
             if now['data_fingerprint'] != state['progress']['verified_fingerprint'] \
@@ -1118,12 +1125,6 @@ class Conversion:
                 checked_under_lock=['catalog fingerprint of the trigger, column and shadow against the verify',
                                     'dependents, publications and index against the checks before the lock',
                                     "Alembic's version row (the guarded UPDATE)"]))
-        except psycopg2.Error as e:
-            if lock_busy(e):
-                raise
-            self.query_error(conn, e, 'swapping the column of')
-        finally:
-            close(conn)
         return self.result
 
     def swap_checks(self) -> tuple[dict[str, t.Any], str | None, dict[str, str]] | None:
@@ -1131,8 +1132,7 @@ class Conversion:
         would break or lose, the index, the revision, and the fingerprint it re-checks under the lock. None when
         there is nothing to swap; fails naming what stops it."""
         p = self.p
-        conn, cur = self.open_read()
-        try:
+        with self.session('swapping the column of') as (conn, cur):
             conn.set_session(readonly=True)
             state = self.read_state(cur)
             if not self.require_in_progress(state, 'swap'):
@@ -1156,12 +1156,6 @@ class Conversion:
             if self.module.check_mode:
                 self.result['changed'] = True
             return state, revision, before
-        except psycopg2.Error as e:
-            if lock_busy(e):
-                raise  # a table size read waits for a lock too: another try
-            self.query_error(conn, e, 'swapping the column of')
-        finally:
-            close(conn)
 
     def swap_problems(self, cur: t.Any, state: dict[str, t.Any]) -> list[str]:
         p = self.p
@@ -1208,8 +1202,7 @@ class Conversion:
     def remove(self) -> dict[str, t.Any]:
         p = self.p
         hs = p['history_schema']
-        conn, cur = self.open_read()
-        try:
+        with self.session('removing the online conversion of') as (conn, cur):
             state = self.read_state(cur)
             table = state['table']
             shadows = [online_shadow_column(p['column'], target) for target, kind in state['shadows'].items() if kind]
@@ -1233,12 +1226,6 @@ class Conversion:
                 cur.execute(history_sql(ONLINE_PROGRESS_DELETE_SQL, hs),
                             dict(schema=p['schema'], table=p['table'], column=p['column']))
             conn.commit()
-        except psycopg2.Error as e:
-            if lock_busy(e):
-                raise
-            self.query_error(conn, e, 'removing the online conversion of')
-        finally:
-            close(conn)
         return self.result
 
 

@@ -45,7 +45,8 @@ def last_column(db) -> str:
 @contextlib.contextmanager
 def table_locked_once_expanded(db, seconds: float) -> Iterator[threading.Event]:
     """Another session takes ACCESS SHARE on the table as soon as the shadow column exists and keeps it for
-    ``seconds`` (a long report query): the swap cannot get its ACCESS EXCLUSIVE lock meanwhile."""
+    ``seconds`` (a long report query): the swap cannot get its ACCESS EXCLUSIVE lock meanwhile. Long enough for the
+    backfill, index and verify tasks to run before the swap on a busy machine (about 3 s a task under load)."""
     took = threading.Event()
     stop = threading.Event()
 
@@ -111,7 +112,7 @@ def test_online_migrate_and_rollback_under_live_writes_pass_and_keep_every_write
 
 def test_a_swap_that_cannot_get_its_lock_fails_cleanly_and_the_run_removes_what_it_left(pgdb, playbook):
     original = pgdb.state()
-    with table_locked_once_expanded(pgdb, 5) as took:
+    with table_locked_once_expanded(pgdb, 25) as took:
         run = playbook.run("migrate_tokens.yml", *ONLINE, "-e", "db_migration_online_retries=2",
                            "-e", "db_migration_online_lock_timeout_ms=200")
     assert took.is_set()
@@ -126,7 +127,7 @@ def test_a_swap_that_cannot_get_its_lock_fails_cleanly_and_the_run_removes_what_
 
 def test_with_the_automatic_rollback_off_a_rerun_continues_the_conversion(pgdb, playbook):
     original = pgdb.state()
-    with table_locked_once_expanded(pgdb, 5):
+    with table_locked_once_expanded(pgdb, 25):
         run = playbook.run("migrate_tokens.yml", *ONLINE, "-e", "db_migration_online_retries=2",
                            "-e", "db_migration_online_lock_timeout_ms=200", "-e", "ledgermind_auto_rollback=false")
     assert_failed(run)
