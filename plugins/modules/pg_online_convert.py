@@ -109,7 +109,8 @@ options:
     description:
       - A batch that takes longer than this halves the next one (not below 100 rows), so a writer waiting for a
         batch's row locks waits about this long at most; one that takes less than half of it doubles the next, up
-        to O(batch_size). 0 keeps every batch at O(batch_size).
+        to O(batch_size). Each call starts with 250 rows (or O(batch_size) if smaller). 0 keeps every batch at
+        O(batch_size).
     type: float
     default: 0.2
   scan:
@@ -365,8 +366,10 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._space impor
 PHASES = ['status', 'plan', 'expand', 'backfill', 'index', 'verify', 'swap', 'remove']
 # Rough cost of writing a row version against reading and converting it (for the plan's estimate only).
 WRITE_COST_FACTOR = 4.0
-# The smallest batch an adapting backfill goes down to.
+# The smallest batch an adapting backfill goes down to, and the one each call starts with (then doubled while
+# batches are quick): a call never opens with a batch that holds its rows' locks for long.
 MIN_BATCH_SIZE = 100
+FIRST_BATCH_SIZE = 250
 
 
 def argument_spec() -> dict[str, t.Any]:
@@ -445,6 +448,11 @@ def refusals(table: dict[str, t.Any], target: str, dependents: list[dict[str, t.
         found.append(f"the table is published ({', '.join(publications)}): subscribers would see a column dropped and "
                      'another added. Use the in-place conversion')
     return found
+
+
+def first_batch_size(largest: int, target: float) -> int:
+    """The first batch of a call: small when batches adapt (they double from there while quick), else ``largest``."""
+    return min(largest, FIRST_BATCH_SIZE) if target > 0 else largest
 
 
 def next_batch_size(size: int, largest: int, seconds: float, target: float) -> int:
@@ -906,7 +914,7 @@ class Conversion:
         done = progress['backfilled_at'] is not None
         read_total = written_total = 0
         throttled = last_lag_check = 0.0
-        size = p['batch_size']
+        size = first_batch_size(p['batch_size'], p['batch_target_seconds'])
         sizes: list[int] = []
         while not done:
             if p['max_replica_lag'] > 0 and time.monotonic() - last_lag_check >= 1.0:

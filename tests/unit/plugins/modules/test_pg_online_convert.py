@@ -144,3 +144,12 @@ def test_cheap_shadow_test_is_the_conversion_for_jsonb_and_the_reverse_for_text(
     assert 'to_jsonb' in repr(to_jsonb)
     to_text = repr(q.online_shadow_matches('text[]', q.sql.Identifier('c'), q.sql.Identifier('s')))
     assert 'to_jsonb' in to_text and 'array_lower' in to_text and 'jsonb_array_elements_text' not in to_text
+
+
+def test_each_call_starts_small_when_batches_adapt() -> None:
+    assert m.first_batch_size(5000, 0.2) == 250 and m.first_batch_size(100, 0.2) == 100
+    assert m.first_batch_size(5000, 0.0) == 5000
+    sizes = [m.first_batch_size(1000, 0.2)]
+    for _ in range(3):
+        sizes.append(m.next_batch_size(sizes[-1], 1000, 0.01, 0.2))
+    assert sizes == [250, 500, 1000, 1000]
