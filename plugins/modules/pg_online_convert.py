@@ -1147,7 +1147,7 @@ class Conversion:
                 return None
             problems = self.swap_problems(cur, state)
             if problems and not (self.module.check_mode and state['progress']['verified_at'] is None):
-                fail(self.module, f'Refusing to swap {relation(p)}.{p["column"]}: ' + '; '.join(problems)
+                fail(self.module, 'Refusing to swap {}.{}: '.format(relation(p), p['column']) + '; '.join(problems)
                      + '. Nothing was changed.', state=state['situation'], tries=self.result.get('tries', 1))
             revision = self.check_revision(cur) if p['revision'] else None
             before = self.fingerprint(cur, state)
@@ -1219,7 +1219,7 @@ class Conversion:
                 actions.append(f'drop trigger {ONLINE_TRIGGER} and its function')
             actions += [f'drop column {shadow}' for shadow in shadows]
             if state['progress']:
-                actions.append(f"forget the progress recorded in {hs}.online_conversion")
+                actions.append(f'forget the progress recorded in {hs}.online_conversion')
             self.result.update(actions=actions, state='leftover' if actions else 'clean',
                                column_type=table['column_type'], changed=bool(actions))
             if not actions or self.module.check_mode:
