@@ -78,11 +78,19 @@ def _make(path: str) -> list[str]:
 
 def test_hosts_creating_one_new_directory_at_once_all_succeed(tmp_path: Path) -> None:
     """A play delegating its sign-off to the controller runs one module per host at the same moment."""
-    import multiprocessing
+    # Threads, not a forked pool: forking a pytest worker that runs threads can deadlock the child (it hung CI).
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     target = str(tmp_path / 'shared' / 'reports')
-    with multiprocessing.get_context('fork').Pool(8) as pool:
-        created = pool.map(_make, [target] * 16)
+    start = threading.Barrier(16)
+
+    def make_together(path: str) -> list[str]:
+        start.wait(timeout=30)
+        return _make(path)
+
+    with ThreadPoolExecutor(16) as pool:
+        created = list(pool.map(make_together, [target] * 16))
     assert os.path.isdir(target) and mode_of(Path(target)) == 0o750
     assert sorted(p for run in created for p in run) == sorted([str(tmp_path / 'shared'), target])
 
