@@ -61,7 +61,10 @@ test: stack-up docker-up
 	$(MAKE) --no-print-directory lint sanity molecule
 	eval "$$(scripts/stack env)" && $(BIN)/pytest tests -n 2 --dist loadgroup
 
+# pytest imports test files by basename (rootdir mode, no packages): two files of one name fail its collection.
 lint: setup
+	@dups=$$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d); \
+	  if [ -n "$$dups" ]; then echo "Test files sharing a basename (rename one): $$dups"; exit 1; fi
 	ruff check .
 	mypy plugins/module_utils plugins/filter
 	yamllint --strict .
