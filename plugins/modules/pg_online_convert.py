@@ -140,9 +140,10 @@ options:
   lock_timeout_ms:
     description:
       - How long one try of V(expand), V(swap) or V(remove) (and a batch, for its row locks) waits for its lock. No
-        query queues behind the conversion for longer (pgroll's budget is 500 ms).
+        query queues behind the conversion for longer (400 ms: below pgroll's 500, so that a queued query's whole
+        wait, the try plus its wake-up, stays within half a second).
     type: int
-    default: 500
+    default: 400
   retries:
     description:
       - Tries in all before giving up, with back-off between them. Giving up names the sessions holding the lock.
@@ -220,7 +221,7 @@ EXAMPLES = r'''
     max_seconds: 20
   register: slice
 
-- name: Swap under a 0.5 s lock budget per try and record the Alembic revision
+- name: Swap under a 0.4 s lock budget per try and record the Alembic revision
   ledgermind.migrations.pg_online_convert:
     database_url: "{{ database_url }}"
     phase: swap
@@ -282,9 +283,16 @@ verify:
   returned: when O(phase=verify)
   type: dict
 swap:
-  description: The tries the swap needed, the revision recorded, and what it re-checked under its lock.
+  description: The tries the swap needed (and, in C(waited_for), what each try that gave way waited for), the revision
+    recorded, and what it re-checked under its lock.
   returned: when O(phase=swap)
   type: dict
+lock_waits:
+  description: For each try that gave way under the lock budget (the first 10), its number and the sessions holding
+    the table at that moment (or what changed while it waited).
+  returned: when a try gave way
+  type: list
+  elements: dict
 '''
 
 import contextlib
@@ -370,6 +378,7 @@ WRITE_COST_FACTOR = 4.0
 # batches are quick): a call never opens with a batch that holds its rows' locks for long.
 MIN_BATCH_SIZE = 100
 FIRST_BATCH_SIZE = 250
+MAX_NOTED_LOCK_WAITS = 10
 
 
 def argument_spec() -> dict[str, t.Any]:
@@ -392,7 +401,7 @@ def argument_spec() -> dict[str, t.Any]:
         batch_pause=dict(type='float', default=0.0),
         max_seconds=dict(type='float', default=0),
         max_replica_lag=dict(type='float', default=10),
-        lock_timeout_ms=dict(type='int', default=500),
+        lock_timeout_ms=dict(type='int', default=400),
         retries=dict(type='int', default=20),
         retry_delay=dict(type='float', default=0.5),
         max_retry_delay=dict(type='float', default=3),
@@ -747,12 +756,24 @@ class Conversion:
         conn, cur = self.open_read()
         try:
             yield conn, cur
+        except LockBusy as e:
+            self.note_lock_wait(str(e))
+            raise
         except psycopg2.Error as e:
             if lock_busy(e):
+                self.note_lock_wait(', '.join(lock_holders(conn, LOCK_HOLDERS_SQL, lock_holders_params(
+                    self.p['schema'], self.p['table']))) or 'a session gone before it could be named')
                 raise
             self.query_error(conn, e, doing)
         finally:
             close(conn)
+
+    def note_lock_wait(self, why: str) -> None:
+        """Keep why a try gave way (the sessions holding the table, or what changed), so that a run that needed
+        several tries says what it waited for; the first few only."""
+        waits = self.result.setdefault('lock_waits', [])
+        if len(waits) < MAX_NOTED_LOCK_WAITS:
+            waits.append(dict(attempt=self.result.get('tries', 1), held_by=why))
 
     def plan_only(self, full: bool) -> dict[str, t.Any]:
         conn, cur = self.open_read()
@@ -1129,7 +1150,8 @@ class Conversion:
                         dict(schema=p['schema'], table=p['table'], column=p['column']))
             conn.commit()
             self.result.update(changed=True, swap=dict(
-                tries=self.result.get('tries', 1), revision=p['revision'], revision_before=revision,
+                tries=self.result.get('tries', 1), waited_for=self.result.get('lock_waits', []),
+                revision=p['revision'], revision_before=revision,
                 checked_under_lock=['catalog fingerprint of the trigger, column and shadow against the verify',
                                     'dependents, publications and index against the checks before the lock',
                                     "Alembic's version row (the guarded UPDATE)"]))

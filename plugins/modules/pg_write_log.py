@@ -76,9 +76,9 @@ options:
     description:
       - Longest time one try waits for the table's lock (C(CREATE TRIGGER) takes SHARE ROW EXCLUSIVE, which writers
         queue behind; C(DROP TRIGGER) ACCESS EXCLUSIVE, which readers queue behind too). No query waits longer
-        (pgroll's budget is 500 ms).
+        (400 ms: below pgroll's 500, so that a queued query's whole wait stays within half a second).
     type: int
-    default: 500
+    default: 400
   retries:
     description:
       - Tries at most; between two, a back-off doubling from O(retry_delay) up to O(max_retry_delay). Giving up names
@@ -262,7 +262,7 @@ def argument_spec() -> dict[str, t.Any]:
         column=dict(type='str'),
         key=dict(type='str', no_log=False),
         history_schema=dict(type='str', default='ledgermind_migrations'),
-        lock_timeout_ms=dict(type='int', default=500),
+        lock_timeout_ms=dict(type='int', default=400),
         retries=dict(type='int', default=20),
         retry_delay=dict(type='float', default=0.25),
         max_retry_delay=dict(type='float', default=1.0),

@@ -179,6 +179,9 @@ def summarize_online(reps: list[dict]) -> dict | None:
             "seconds": {step: _r(median([s.get(step) for s in seconds]))
                         for step in ONLINE_STEPS if any(step in s for s in seconds)},
             "swap_tries_max": max((int(t) for t in tries if t is not None), default=None),
+            # What the swap's tries that gave way waited for (the sessions holding the table), over the repetitions.
+            "swap_waited_for": sorted({w.get("held_by", "") for f in found
+                                       for w in (f.get("swap") or {}).get("waited_for") or []}),
             "backfill_slices": median([f.get("backfill_slices") for f in found]),
             "backfill_rate": _r(median([(f.get("progress") or {}).get("rate") for f in found]), 1),
         }
@@ -381,6 +384,11 @@ def online_markdown(sizes: dict) -> list[str]:
                 f"| {_fmt(o['modes']['in_place'][f'conversion_{run}'])} | "
                 + " | ".join(_fmt(st["seconds"].get(step)) for step in ONLINE_STEPS)
                 + f" | {_fmt(st['swap_tries_max'])} | {_fmt(st['backfill_rate'], 0)} |")
+    waits = [(rows, run, held) for rows in with_online for run in ("migrate", "rollback")
+             for held in sizes[rows]["online"]["steps"][run].get("swap_waited_for") or []]
+    if waits:
+        lines += ["", "What the swap's tries that gave way waited for (the sessions holding the table then):", ""]
+        lines += [f"- {int(rows):,} rows, {run}: {held}" for rows, run, held in waits]
     return lines
 
 

@@ -612,6 +612,9 @@ def test_swap_meeting_a_long_transaction_fails_cleanly_then_succeeds_once_it_end
         success_end = time.monotonic()
         [swapped] = ok(results[0], 1)
         assert swapped['changed'] and 2 <= swapped['swap']['tries'] < 10, swapped
+        # The tries that gave way say what they waited for: the long transaction.
+        waited = swapped['swap']['waited_for']
+        assert waited and waited[0]['attempt'] == 1 and f'pid {blocker_pid}' in waited[0]['held_by'], swapped
     finally:
         stop.set()
         app.join(timeout=30)
