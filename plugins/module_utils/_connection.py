@@ -19,6 +19,11 @@ from urllib.parse import quote
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._errors import fail as fail_with_secrets
+from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
+    LOCAL_TIMEOUTS_SQL,
+    SET_LOCAL_SQL,
+    SET_SESSION_SQL,
+)
 
 try:
     import psycopg2
@@ -249,9 +254,8 @@ def connect(module: AnsibleModule) -> t.Any:
     try:
         conn.set_session(isolation_level='REPEATABLE READ', readonly=True, autocommit=False)
         with conn.cursor() as cur:
-            # set_config(..., true) is SET LOCAL: it ends with the transaction.
-            cur.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-                        (_seconds(params.get('query_timeout')), lock_timeout_setting(params)))
+            # SET LOCAL: the timeouts end with the transaction.
+            cur.execute(LOCAL_TIMEOUTS_SQL, (_seconds(params.get('query_timeout')), lock_timeout_setting(params)))
     except psycopg2.Error as e:
         conn.close()
         fail(module, query_error_message(e.pgcode, str(e), lock_budget(params), params.get('query_timeout')))
@@ -279,7 +283,7 @@ def connect_writable(module: AnsibleModule, application_name: str = APPLICATION_
     try:
         with conn.cursor() as cur:
             for name, value in wanted.items():
-                cur.execute('SELECT set_config(%s, %s, false)', (name, value))
+                cur.execute(SET_SESSION_SQL, (name, value))
         conn.commit()
     except psycopg2.Error as e:
         conn.close()
@@ -295,7 +299,7 @@ def _seconds(value: int | None) -> str:
 def set_local(conn: t.Any, setting: str, value: str) -> None:
     """``SET LOCAL setting = value`` via ``set_config`` with bind parameters."""
     with conn.cursor() as cur:
-        cur.execute('SELECT set_config(%s, %s, true)', (setting, value))
+        cur.execute(SET_LOCAL_SQL, (setting, value))
 
 
 def fail_on_query_error(module: AnsibleModule, conn: t.Any, error: Exception, relation: str | None = None,
@@ -318,7 +322,7 @@ def _lock_holders(conn: t.Any, blockers_sql: t.Any, blockers_params: t.Any) -> l
     try:
         conn.rollback()
         with conn.cursor() as cur:
-            cur.execute("SELECT set_config('statement_timeout', '5s', true)")
+            cur.execute(SET_LOCAL_SQL, ('statement_timeout', '5s'))
             cur.execute(blockers_sql, blockers_params)
             rows = cur.fetchall()
         return [_holder(r) for r in rows]

@@ -272,6 +272,48 @@ def index_mismatches(info: dict[str, t.Any], expect: dict[str, t.Any]) -> list[s
 
 
 # ---------------------------------------------------------------------------------------------
+# Settings and savepoints of the modules' own transactions
+# ---------------------------------------------------------------------------------------------
+
+# set_config(..., true) is SET LOCAL (it ends with the transaction), false SET for the session; the values go in as
+# bind parameters, which SET cannot take.
+SET_LOCAL_SQL = 'SELECT pg_catalog.set_config(%s, %s, true)'
+SET_SESSION_SQL = 'SELECT pg_catalog.set_config(%s, %s, false)'
+# connect()'s read-only transaction: both timeouts in one round trip.
+LOCAL_TIMEOUTS_SQL = ("SELECT pg_catalog.set_config('statement_timeout', %s, true), "
+                      "pg_catalog.set_config('lock_timeout', %s, true)")
+LOCK_TIMEOUT_SETTING_SQL = "SELECT pg_catalog.current_setting('lock_timeout') AS lock_timeout"
+
+
+def lock_timeout_statement(lock_timeout_ms: int) -> str:
+    """``SET lock_timeout`` for a script psql runs (pg_restore's), where there are no bind parameters."""
+    return f"SET lock_timeout = '{int(lock_timeout_ms)}ms';"
+
+
+class Savepoint(t.NamedTuple):
+    """The statements of one named savepoint, around a step that may fail (a privilege, a lock wait) without
+    aborting the transaction the caller's other reads need."""
+
+    create: str
+    release: str
+    rollback: str
+
+
+def savepoint(name: str) -> Savepoint:
+    """``name`` is one of the constants below, never an input."""
+    return Savepoint(f'SAVEPOINT {name}', f'RELEASE SAVEPOINT {name}', f'ROLLBACK TO SAVEPOINT {name}')
+
+
+IDENTITY_SAVEPOINT = savepoint('ledgermind_identity')
+SPACE_SAVEPOINT = savepoint('ledgermind_space')
+LATENCY_SAVEPOINT = savepoint('latency')
+STATEMENTS_SAVEPOINT = savepoint('statements')
+PROBE_SAVEPOINT = savepoint('probe')
+# A read that fails (a privilege, a missing file) must not end the transaction the other reads need.
+SERVER_LOG_SAVEPOINT = savepoint('pg_server_log')
+
+
+# ---------------------------------------------------------------------------------------------
 # Catalog SQL (bind parameters only)
 # ---------------------------------------------------------------------------------------------
 
@@ -778,6 +820,10 @@ WHERE id = %(id)s AND status = 'running'
 RETURNING *
 """
 
+# One run's row: what a start without further fields returns, and what an update that found the run no longer
+# running reads to say who took it over.
+RUN_SQL = 'SELECT * FROM {hs}.run_history WHERE run_id = %(run_id)s'
+
 
 def update_run_sql(history_schema: str, fields: t.Sequence[str], finish: bool) -> t.Any:
     """``UPDATE run_history SET <fields>, heartbeat [, finished_at], details || %(details)s WHERE run_id``."""
@@ -851,13 +897,13 @@ def database_identity(cur: t.Any, schema: str, table: str, column: str | None = 
     ``database_uuid`` before the first run record; ``table_oid`` and ``column_type`` (PostgreSQL's
     spelling: ``text[]``, ``jsonb``) when the table or column is missing.
     """
-    cur.execute('SAVEPOINT ledgermind_identity')
+    cur.execute(IDENTITY_SAVEPOINT.create)
     try:
         cur.execute(SYSTEM_IDENTIFIER_SQL)
         system_identifier = _first(cur.fetchone(), 'system_identifier')
-        cur.execute('RELEASE SAVEPOINT ledgermind_identity')
+        cur.execute(IDENTITY_SAVEPOINT.release)
     except Exception:  # psycopg2.Error: insufficient privilege; the identity says it is unknown
-        cur.execute('ROLLBACK TO SAVEPOINT ledgermind_identity')
+        cur.execute(IDENTITY_SAVEPOINT.rollback)
         system_identifier = None
     cur.execute(IDENTITY_SQL, dict(schema=schema, table=table, column=column or ''))
     row = dict(cur.fetchone())
@@ -1814,7 +1860,3 @@ SELECT name, size, modification FROM pg_catalog.pg_ls_logdir()
 WHERE modification >= %(since)s
 ORDER BY modification DESC, name DESC
 """
-# A read that fails (a privilege, a missing file) must not end the transaction the other reads need.
-SERVER_LOG_SAVEPOINT_SQL = 'SAVEPOINT pg_server_log'
-SERVER_LOG_ROLLBACK_SQL = 'ROLLBACK TO SAVEPOINT pg_server_log'
-SERVER_LOG_RELEASE_SQL = 'RELEASE SAVEPOINT pg_server_log'

@@ -44,11 +44,12 @@ def lock_budget_message(relation: str, doing: str, tries: int, lock_timeout_ms: 
 
 
 def run_under_lock_budget(attempt: t.Callable[[int], T], tries: int, first_delay: float, max_delay: float,
-                          give_up: t.Callable[[BaseException, int], t.NoReturn],
+                          give_up: t.Callable[[BaseException, int], T],
                           sleep: t.Callable[[float], t.Any] = time.sleep) -> T:
     """``attempt(number)`` (1-based) until it returns. A try that could not get its lock (see ``lock_busy``)
-    backs off (``backoff_delays``) and tries again, ``tries`` times in all; then ``give_up(error, tries)``,
-    which fails the module naming the blockers. Any other error goes through unchanged."""
+    backs off (``backoff_delays``) and tries again, ``tries`` times in all; then ``give_up(error, tries)`` with the
+    last try's error: it fails the module naming the blockers, or returns what stands for the budget's result (the
+    restore's last try, whose failure its verdict explains). Any other error goes through unchanged."""
     delays = backoff_delays(tries, first_delay, max_delay)
     for number in range(1, tries + 1):
         try:
@@ -57,6 +58,6 @@ def run_under_lock_budget(attempt: t.Callable[[int], T], tries: int, first_delay
             if not lock_busy(error):
                 raise
             if number >= tries:
-                give_up(error, number)
+                return give_up(error, number)
             sleep(delays[number - 1])
     raise AssertionError('unreachable: the last try gives up')

@@ -17,6 +17,9 @@ import typing as t
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
     DATA_DIRECTORY_SQL,
+    LOCK_TIMEOUT_SETTING_SQL,
+    SET_LOCAL_SQL,
+    SPACE_SAVEPOINT,
     TABLE_SPACE_SQL,
     TABLE_SPACE_STATS_SQL,
 )
@@ -131,20 +134,20 @@ def table_size(cur: t.Any, schema: str, table: str) -> tuple[dict[str, t.Any] | 
 
     Runs in a savepoint of the caller's transaction, whose own lock_timeout it leaves as it was."""
     params = dict(schema=schema, table=table)
-    cur.execute('SAVEPOINT ledgermind_space')
+    cur.execute(SPACE_SAVEPOINT.create)
     try:
-        cur.execute("SELECT pg_catalog.current_setting('lock_timeout') AS lock_timeout")
+        cur.execute(LOCK_TIMEOUT_SETTING_SQL)
         previous = cur.fetchone()['lock_timeout']
-        cur.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (SIZE_LOCK_WAIT,))
+        cur.execute(SET_LOCAL_SQL, ('lock_timeout', SIZE_LOCK_WAIT))
         cur.execute(TABLE_SPACE_SQL, params)
         row = cur.fetchone()
-        cur.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (previous,))
-        cur.execute('RELEASE SAVEPOINT ledgermind_space')
+        cur.execute(SET_LOCAL_SQL, ('lock_timeout', previous))
+        cur.execute(SPACE_SAVEPOINT.release)
         return (dict(row) if row else None), 'pg_total_relation_size'
     except Exception as exc:  # psycopg2.Error; only a lock wait that ran out falls back
         if getattr(exc, 'pgcode', None) != LOCK_NOT_AVAILABLE:
             raise
-        cur.execute('ROLLBACK TO SAVEPOINT ledgermind_space')  # also restores lock_timeout
+        cur.execute(SPACE_SAVEPOINT.rollback)  # also restores lock_timeout
     cur.execute(TABLE_SPACE_STATS_SQL, params)
     row = cur.fetchone()
     return (dict(row) if row else None), 'pg_class.relpages'

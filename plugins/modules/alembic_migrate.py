@@ -29,7 +29,9 @@ version_added: 0.1.0
 author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
-  - ledgermind.migrations.connection.without_lock_timeout
+  - ledgermind.migrations.connection
+  - ledgermind.migrations.lock_budget
+  - ledgermind.migrations.lock_budget.retries
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -100,17 +102,12 @@ options:
         C(alembic stamp), so that the move runs from what the schema really is. Only the caller can know this;
         the module never guesses it.
     type: str
+  # retries, retry_delay, max_retry_delay: ledgermind.migrations.lock_budget documents them; their defaults here.
   retries:
-    description: How many tries at most.
-    type: int
     default: 10
   retry_delay:
-    description: Seconds to wait after the first failed try; doubles after each further one.
-    type: float
     default: 2.0
   max_retry_delay:
-    description: Longest wait between two tries, in seconds.
-    type: float
     default: 30.0
   monitor_table:
     description:
@@ -417,6 +414,7 @@ def read_state(module: AnsibleModule) -> dict[str, t.Any]:
         return state
     except Exception as exc:  # psycopg2.Error: a clear message, never a traceback
         fail_on_query_error(module, conn, exc, module.params['version_table'])
+        raise  # not reached: fail_on_query_error exits the module
     finally:
         close(conn)
 

@@ -50,6 +50,7 @@ author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
   - ledgermind.migrations.connection.clients
   - ansible.builtin.action_common_attributes
 attributes:

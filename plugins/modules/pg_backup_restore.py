@@ -1,6 +1,8 @@
 #!/usr/bin/python
-# Copyright: (c) 2026, LedgerMind SRE
+# Copyright (c) 2026, LedgerMind SRE
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 from __future__ import annotations
 
 DOCUMENTATION = r'''
@@ -50,6 +52,8 @@ author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
+  - ledgermind.migrations.lock_budget
   - ledgermind.migrations.connection.clients
   - ansible.builtin.action_common_attributes
 attributes:
@@ -126,13 +130,10 @@ options:
       - Tries at most. A try that fails on anything but a lock timeout is not retried.
     type: int
     default: 10
+  # retry_delay, max_retry_delay: ledgermind.migrations.lock_budget documents them; their defaults here.
   retry_delay:
-    description: Seconds after the first try that gave up on a lock; doubles after each one, up to O(max_retry_delay).
-    type: float
     default: 2.0
   max_retry_delay:
-    description: Longest wait between two tries, in seconds.
-    type: float
     default: 30.0
   psql_path:
     description:
@@ -366,9 +367,10 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     identity_mismatches,
     integrity_counts_sql,
     integrity_params,
+    lock_timeout_statement,
     normalize_type_name,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import LockBusy, run_under_lock_budget
 
 # How the restore's session shows in pg_stat_activity, unless connect_params names it.
 APPLICATION_NAME = 'ledgermind.migrations.pg_backup_restore'
@@ -442,7 +444,7 @@ def psql_argv(psql: str, script: str, application_name: str) -> list[str]:
 
 
 def lock_timeout_line(lock_timeout_ms: int) -> bytes:
-    return f"SET lock_timeout = '{int(lock_timeout_ms)}ms';\n".encode()
+    return f'{lock_timeout_statement(lock_timeout_ms)}\n'.encode()
 
 
 def feed_script(source: t.BinaryIO, sink: t.BinaryIO, lock_line: bytes) -> bool:
@@ -764,23 +766,38 @@ def read_lock_holders(module: AnsibleModule, schema: str, table: str) -> list[di
         close(conn)
 
 
-def restore_under_budget(module: AnsibleModule, env: dict[str, str], schema: str, table: str,
-                         result: dict[str, t.Any]) -> Try:
-    """Tries the restore, each try in one transaction with the lock budget; a try that gave up on a lock is retried
-    after the back-off. Returns the last try."""
+class GaveWay(LockBusy):
+    """A try that gave up on its lock (rolled back whole), for the lock-budget runner to back off and retry."""
+
+    def __init__(self, attempt: Try) -> None:
+        super().__init__(attempt.stderr)
+        self.attempt = attempt
+
+
+def last_try(error: BaseException, _tries: int) -> Try:
+    """The lock budget is spent: the last try, whose lock timeout judge() explains (naming the holders)."""
+    if isinstance(error, GaveWay):
+        return error.attempt
+    raise error
+
+
+def run_restore(module: AnsibleModule, env: dict[str, str], schema: str, table: str,
+                result: dict[str, t.Any]) -> Try:
+    """The restore under the lock budget (``run_under_lock_budget``), each try in one transaction; a try that gave
+    up on a lock is retried after the back-off. Returns the last try, failed or not: judge() reads the table back."""
     p = module.params
-    delays = backoff_delays(p['lock_retries'], p['retry_delay'], p['max_retry_delay'])
     result['attempts'] = []
-    for number in range(1, p['lock_retries'] + 1):
+
+    def one_try(number: int) -> Try:
         attempt = run_try(module, number, env, result['psql_command'])
         result['attempts'].append(attempt.record())
-        if not attempt.lock_timeout:
-            return attempt
-        result['lock_holders'] = read_lock_holders(module, schema, table)
-        if number > len(delays):
-            return attempt
-        time.sleep(delays[number - 1])
-    raise AssertionError('unreachable: the last try returns')
+        if attempt.lock_timeout:
+            # Read while the holder likely still holds the lock: the message names it even after the last try.
+            result['lock_holders'] = read_lock_holders(module, schema, table)
+            raise GaveWay(attempt)
+        return attempt
+
+    return run_under_lock_budget(one_try, p['lock_retries'], p['retry_delay'], p['max_retry_delay'], last_try)
 
 
 def work_directory(src: str) -> str:
@@ -886,7 +903,7 @@ def main() -> None:
         with open(list_file, 'w', encoding='utf-8') as handle:
             handle.write(toc_list_text(entries))
         write_script(module, workdir, result, started)
-        last = restore_under_budget(module, env, schema, table, result)
+        last = run_restore(module, env, schema, table, result)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     judge(module, src, sidecar['identity'], before, last, schema, table, result, started)

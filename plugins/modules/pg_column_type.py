@@ -48,6 +48,7 @@ options:
     default: true
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
   - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
 seealso:
@@ -180,8 +181,8 @@ def build_result(params: dict[str, t.Any], info: dict[str, t.Any] | None) -> dic
                       formatted_type=info['formatted_type'], is_nullable=bool(info['is_nullable']))
     if params['expected_type'] is not None:
         result['expected_type'] = normalize_type_name(params['expected_type'])
-        result['matches'] = bool(info) and type_matches(params['expected_type'], info['data_type'],
-                                                        info['udt_name'])
+        result['matches'] = info is not None and type_matches(params['expected_type'], info['data_type'],
+                                                              info['udt_name'])
     return result
 
 

@@ -84,6 +84,7 @@ options:
     default: true
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
   - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
 seealso:

@@ -124,6 +124,7 @@ options:
     default: false
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
   - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
 seealso:

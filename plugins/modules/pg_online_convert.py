@@ -140,24 +140,17 @@ options:
   lock_timeout_ms:
     description:
       - How long one try of V(expand), V(swap) or V(remove) (and a batch, for its row locks) waits for its lock. No
-        query queues behind the conversion for longer (400 ms: below pgroll's 500, so that a queued query's whole
+        query queues behind the conversion for longer (400 ms, below pgroll's 500, so that a queued query's whole
         wait, the try plus its wake-up, stays within half a second).
+      - When all O(retries) tries gave up, the failure names the sessions holding the lock.
     type: int
     default: 400
+  # retries, retry_delay, max_retry_delay: ledgermind.migrations.lock_budget documents them; their defaults here.
   retries:
-    description:
-      - Tries in all before giving up, with back-off between them. Giving up names the sessions holding the lock.
-    type: int
     default: 20
   retry_delay:
-    description:
-      - Seconds before the second try; doubles each time up to O(max_retry_delay).
-    type: float
     default: 0.5
   max_retry_delay:
-    description:
-      - Longest wait between tries, in seconds.
-    type: float
     default: 3
   version_table:
     description:
@@ -182,6 +175,9 @@ options:
     default: 1.2
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
+  - ledgermind.migrations.lock_budget
+  - ledgermind.migrations.lock_budget.retries
   - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
 attributes:
@@ -336,6 +332,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     ONLINE_TARGETS,
     ONLINE_TRIGGER,
     ONLINE_TRIGGER_SQL,
+    PROBE_SAVEPOINT,
     VERSION_TABLE_EXISTS_SQL,
     analyze_column_sql,
     count_rows_sql,
@@ -600,12 +597,12 @@ def measured_seconds_per_row(cur: t.Any, p: dict[str, t.Any], key: str) -> float
     probe = online_probe_sql(p['schema'], p['table'], key, p['column'], p['target_type'], p['history_schema'])
     started = time.monotonic()
     try:
-        cur.execute('SAVEPOINT probe')
+        cur.execute(PROBE_SAVEPOINT.create)
         cur.execute(probe, dict(size=p['batch_size']))
         n = int(cur.fetchone()['n'] or 0)
-        cur.execute('RELEASE SAVEPOINT probe')
+        cur.execute(PROBE_SAVEPOINT.release)
     except psycopg2.Error:
-        cur.execute('ROLLBACK TO SAVEPOINT probe')
+        cur.execute(PROBE_SAVEPOINT.rollback)
         return None
     elapsed = time.monotonic() - started
     return (elapsed / n) * WRITE_COST_FACTOR if n else None
@@ -659,6 +656,7 @@ class Conversion:
                 close(conn)
         fail(self.module, lock_budget_message(relation(self.p), doing, tries, self.p['lock_timeout_ms'], holders),
              tries=tries)
+        raise AssertionError('unreachable')  # fail() exits
 
     def with_lock_budget(self, attempt: t.Callable[[], t.Any], doing: str) -> t.Any:
         """``attempt()`` under the lock budget: a try that could not get its lock backs off and tries again."""
@@ -1004,6 +1002,7 @@ class Conversion:
                           'again.'.format(relation(p), bad['unconvertible'], ', '.join(bad['sample_keys'] or []),
                                           ' '.join(str(error).split()), after or '(none)'),
              changed=True)
+        raise AssertionError('unreachable')  # fail() exits
 
     def wait_for_replicas(self, cur: t.Any, conn: t.Any) -> float:
         """Sleep while a replica lags more than O(max_replica_lag); the seconds waited."""

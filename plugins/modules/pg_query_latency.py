@@ -59,6 +59,7 @@ options:
     default: 3
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
   - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
 attributes:
@@ -126,9 +127,11 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect imp
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
     COLUMN_TYPE_SQL,
     LATENCY_QUERY_NAMES,
+    LATENCY_SAVEPOINT,
     PG_STAT_STATEMENTS_PRESENT_SQL,
     PG_STAT_STATEMENTS_SQL,
     PRIMARY_KEY_SQL,
+    STATEMENTS_SAVEPOINT,
     latency_query_sql,
     latency_sample_sql,
 )
@@ -225,9 +228,9 @@ def time_queries(module: AnsibleModule, cur: t.Any, named: dict[str, t.Any], par
     results = []
     for name, statement in named.items():
         try:
-            cur.execute('SAVEPOINT latency')
+            cur.execute(LATENCY_SAVEPOINT.create)
             timings, rows = measure(cur, statement, params, p['runs'], p['warmup'])
-            cur.execute('RELEASE SAVEPOINT latency')
+            cur.execute(LATENCY_SAVEPOINT.release)
         except psycopg2.Error as e:
             fail(module, 'Query {} failed, so its latency cannot be measured: {}'.format(
                 name, ' '.join(str(e).split())))
@@ -263,12 +266,12 @@ def read_statements(cur: t.Any, table: str) -> dict[str, t.Any]:
     if not cur.fetchone()['present']:
         return dict(available=False, reason='the pg_stat_statements extension is not installed in this database')
     try:
-        cur.execute('SAVEPOINT statements')
+        cur.execute(STATEMENTS_SAVEPOINT.create)
         cur.execute(PG_STAT_STATEMENTS_SQL, dict(pattern=f'%{table}%'))
         rows = [dict(r) for r in cur.fetchall()]
-        cur.execute('RELEASE SAVEPOINT statements')
+        cur.execute(STATEMENTS_SAVEPOINT.release)
     except psycopg2.Error as e:
-        cur.execute('ROLLBACK TO SAVEPOINT statements')
+        cur.execute(STATEMENTS_SAVEPOINT.rollback)
         return dict(available=False, reason='pg_stat_statements cannot be read: ' + ' '.join(str(e).split()))
     return dict(available=True, statements=rows)
 

@@ -25,6 +25,7 @@ author:
   - LedgerMind SRE (@ledgermind)
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -206,6 +207,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     MARK_INTERRUPTED_SQL,
     OUR_SESSIONS_SQL,
     RUN_FIELDS,
+    RUN_SQL,
     RUN_STATUSES,
     RUNS_SQL,
     TABLE_WRITES_SQL,
@@ -395,7 +397,7 @@ def write(module: AnsibleModule, found: dict[str, t.Any]) -> dict[str, t.Any]:
                 if fields:
                     cur.execute(update_run_sql(hs, fields, finish=False), record_params(params))
                 else:
-                    cur.execute(history_sql('SELECT * FROM {hs}.run_history WHERE run_id = %(run_id)s', hs),
+                    cur.execute(history_sql(RUN_SQL, hs),
                                 dict(run_id=params['run_id']))
             else:
                 cur.execute(update_run_sql(hs, list(params['record']), finish=params['step'] == 'finish'),
@@ -403,7 +405,7 @@ def write(module: AnsibleModule, found: dict[str, t.Any]) -> dict[str, t.Any]:
             row = cur.fetchone()
             if row is None:
                 conn.rollback()
-                cur.execute(history_sql('SELECT * FROM {hs}.run_history WHERE run_id = %(run_id)s', hs),
+                cur.execute(history_sql(RUN_SQL, hs),
                             dict(run_id=params['run_id']))
                 known = cur.fetchone()
                 if known is not None:

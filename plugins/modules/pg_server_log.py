@@ -93,6 +93,7 @@ options:
     default: 33554432
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
   - ledgermind.migrations.connection.psycopg2
   - ansible.builtin.action_common_attributes
 notes:
@@ -242,9 +243,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     SERVER_LOG_CURRENT_FILE_SQL,
     SERVER_LOG_DIR_SQL,
     SERVER_LOG_READ_SQL,
-    SERVER_LOG_RELEASE_SQL,
-    SERVER_LOG_ROLLBACK_SQL,
-    SERVER_LOG_SAVEPOINT_SQL,
+    SERVER_LOG_SAVEPOINT,
     SERVER_LOG_SETTINGS_SQL,
     SERVER_LOG_STAT_SQL,
 )
@@ -358,14 +357,14 @@ def window_of(module: AnsibleModule) -> Window:
 def _query(conn: t.Any, statement: str, params: dict[str, t.Any] | None = None) -> list[dict[str, t.Any]]:
     """One read inside a savepoint: a failure (privilege, missing file) raises and leaves the transaction usable."""
     with conn.cursor() as cur:
-        cur.execute(SERVER_LOG_SAVEPOINT_SQL)
+        cur.execute(SERVER_LOG_SAVEPOINT.create)
         try:
             cur.execute(statement, params)
             rows = [dict(r) for r in cur.fetchall()]
         except Exception:
-            cur.execute(SERVER_LOG_ROLLBACK_SQL)
+            cur.execute(SERVER_LOG_SAVEPOINT.rollback)
             raise
-        cur.execute(SERVER_LOG_RELEASE_SQL)
+        cur.execute(SERVER_LOG_SAVEPOINT.release)
     return rows
 
 

@@ -76,25 +76,22 @@ options:
     description:
       - Longest time one try waits for the table's lock (C(CREATE TRIGGER) takes SHARE ROW EXCLUSIVE, which writers
         queue behind; C(DROP TRIGGER) ACCESS EXCLUSIVE, which readers queue behind too). No query waits longer
-        (400 ms: below pgroll's 500, so that a queued query's whole wait stays within half a second).
+        (400 ms, below pgroll's 500, so that a queued query's whole wait stays within half a second).
+      - When all O(retries) tries gave up, the failure names the sessions holding the table.
     type: int
     default: 400
+  # retries, retry_delay, max_retry_delay: ledgermind.migrations.lock_budget documents them; their defaults here.
   retries:
-    description:
-      - Tries at most; between two, a back-off doubling from O(retry_delay) up to O(max_retry_delay). Giving up names
-        the sessions holding the table.
-    type: int
     default: 20
   retry_delay:
-    description: Seconds to wait after the first try that could not get the lock.
-    type: float
     default: 0.25
   max_retry_delay:
-    description: Longest wait between two tries, in seconds.
-    type: float
     default: 1.0
 extends_documentation_fragment:
   - ledgermind.migrations.connection
+  - ledgermind.migrations.connection.lock_timeout
+  - ledgermind.migrations.lock_budget
+  - ledgermind.migrations.lock_budget.retries
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -460,6 +457,7 @@ def give_up(module: AnsibleModule, tries: int) -> t.NoReturn:
     doing = 'installing the write log on' if p['state'] == 'present' else 'removing the write log from'
     fail(module, lock_budget_message('{}.{}'.format(p['schema'], p['table']), doing, tries, p['lock_timeout_ms'],
                                      holders), tries=tries)
+    raise AssertionError('unreachable')  # fail() exits
 
 
 def run_once(module: AnsibleModule) -> dict[str, t.Any]:

@@ -122,6 +122,7 @@ def parse_mode(module: AnsibleModule, value: t.Any, option: str) -> int:
         return int(str(value), 8) if isinstance(value, str) else int(value)
     except ValueError:
         fail(module, f"{option} must be an octal mode such as '0640', got {value!r}.")
+        raise  # not reached: fail exits the module
 
 
 def bad_name(name: str) -> bool:

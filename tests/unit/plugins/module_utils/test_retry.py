@@ -1,4 +1,4 @@
-"""The lock-budget runner every DDL of the online conversion and the write log goes through."""
+"""The lock-budget runner every DDL of the online conversion and the write log and every restore try go through."""
 from __future__ import annotations
 
 import typing as t
@@ -75,6 +75,19 @@ def test_other_errors_are_not_retried() -> None:
 def test_one_try() -> None:
     value, calls, slept, given_up = runner([LockTimeout()], 1)
     assert value == 'gave up' and calls == [1] and slept == [] and given_up[0][1] == 1
+
+
+def test_a_give_up_that_returns_makes_the_budgets_result() -> None:
+    """pg_backup_restore's: the last try's failure is returned for its verdict to explain, not raised."""
+    busy = [LockTimeout(), LockTimeout(), LockTimeout()]
+    slept: list[float] = []
+
+    def attempt(number: int) -> t.Any:
+        raise busy[number - 1]
+
+    value = run_under_lock_budget(attempt, 3, 0.5, 3.0, lambda error, count: ('last', error, count),
+                                  sleep=slept.append)
+    assert value == ('last', busy[-1], 3) and slept == [0.5, 1.0]
 
 
 def test_what_counts_as_a_busy_lock() -> None:

@@ -6,10 +6,14 @@ The tries themselves run against a real server in tests/integration/backup/test_
 from __future__ import annotations
 
 import io
+import types
+import typing as t
 
 import pytest
 
 from ansible_collections.ledgermind.migrations.plugins.modules import pg_backup_restore as m
+
+LOCKED = 'psql:/w/restore.sql:21: ERROR:  55P03: canceling statement due to lock timeout'
 
 HEADER = (b'--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\nBEGIN;\n\nSET statement_timeout = 0;\n'
           b'SET lock_timeout = 0;\nSET idle_in_transaction_session_timeout = 0;\n'
@@ -96,3 +100,41 @@ def test_the_clients_command_lines_carry_no_connection_settings() -> None:
     assert m.psql_argv('/usr/bin/psql', '/w/restore.sql', 'app') == [
         '/usr/bin/psql', '--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1', '--set=VERBOSITY=verbose',
         '--file=/w/restore.sql', "--dbname=application_name='app'"]
+
+
+def restore_tries(monkeypatch: pytest.MonkeyPatch, outcomes: list[tuple[int, str, bool]],
+                  retries: int) -> tuple[m.Try, dict[str, t.Any], list[int]]:
+    """run_restore over fake tries (rc, stderr, lock timeout), with no back-off; the holders read after each lock
+    timeout are numbered by the try that read them."""
+    ran: list[int] = []
+
+    def run_try(_module: t.Any, number: int, _env: t.Any, _argv: t.Any) -> m.Try:
+        ran.append(number)
+        rc, stderr, lock = outcomes[number - 1]
+        return m.Try(number, rc, stderr, 0.3, lock)
+
+    monkeypatch.setattr(m, 'run_try', run_try)
+    monkeypatch.setattr(m, 'read_lock_holders', lambda _module, _schema, _table: [{'pid': len(ran)}])
+    module = types.SimpleNamespace(params={'lock_retries': retries, 'retry_delay': 0.0, 'max_retry_delay': 0.0})
+    result: dict[str, t.Any] = {'psql_command': ['psql']}
+    last = m.run_restore(t.cast(t.Any, module), {}, 'public', 'ml_features', result)
+    return last, result, ran
+
+
+def test_the_restore_tries_until_the_lock_budget_is_spent_and_returns_the_last_try(monkeypatch) -> None:
+    last, result, ran = restore_tries(monkeypatch, [(3, LOCKED, True)] * 3, 3)
+    assert ran == [1, 2, 3] and (last.number, last.rc, last.lock_timeout) == (3, 3, True)
+    assert [a['lock_timeout'] for a in result['attempts']] == [True, True, True]
+    assert result['lock_holders'] == [{'pid': 3}]
+
+
+def test_a_try_after_the_holder_left_ends_the_restore(monkeypatch) -> None:
+    last, result, ran = restore_tries(monkeypatch, [(3, LOCKED, True), (0, '', False), (0, '', False)], 3)
+    assert ran == [1, 2] and last.rc == 0 and result['attempts'][-1] == {
+        'try': 2, 'seconds': 0.3, 'lock_timeout': False, 'error': ''}
+
+
+def test_a_failure_other_than_a_lock_timeout_is_not_retried(monkeypatch) -> None:
+    failed = 'psql:/w/restore.sql:23: ERROR:  2BP01: cannot drop table ml_features because other objects depend on it'
+    last, result, ran = restore_tries(monkeypatch, [(3, failed, False), (0, '', False)], 3)
+    assert ran == [1] and last.rc == 3 and 'lock_holders' not in result

@@ -139,14 +139,15 @@ def test_a_locked_table_is_sized_from_the_page_counts(run_module, pg_error, tmp_
     locked = pg_error('canceling statement due to lock timeout', '55P03')
     failed, result, conn = run_module(m.main, dict(ARGS), script=script(data_directory=str(tmp_path), size=locked))
     assert not failed and (result['table_bytes'], result['table_size_source']) == (50 * MIB, 'pg_class.relpages')
-    assert [p for _q, p in conn.ran('set_config')][-1:] == [('200ms',)]
+    assert [p for _q, p in conn.ran('set_config')][-1:] == [('lock_timeout', '200ms')]
     assert conn.ran('ROLLBACK TO SAVEPOINT ledgermind_space') and result['checked'] is True
 
 
 def test_the_exact_size_restores_the_lock_timeout(run_module, tmp_path) -> None:
     failed, result, conn = run_module(m.main, dict(ARGS), script=script(data_directory=str(tmp_path)))
     assert not failed and result['table_size_source'] == 'pg_total_relation_size'
-    assert [p for _q, p in conn.ran("pg_catalog.set_config('lock_timeout'")] == [('200ms',), ('5s',)]
+    assert [p for _q, p in conn.ran('set_config') if p and p[0] == 'lock_timeout'] == [('lock_timeout', '200ms'),
+                                                                                  ('lock_timeout', '5s')]
     assert conn.ran('RELEASE SAVEPOINT ledgermind_space') and not conn.ran('relpages')
 
 
