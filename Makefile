@@ -66,7 +66,7 @@ lint: setup
 	@dups=$$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d); \
 	  if [ -n "$$dups" ]; then echo "Test files sharing a basename (rename one): $$dups"; exit 1; fi
 	ruff check .
-	mypy plugins/module_utils plugins/filter
+	mypy plugins/module_utils plugins/filter plugins/modules
 	yamllint --strict .
 	ansible-lint --offline
 

@@ -286,7 +286,7 @@ from ansible_collections.ledgermind.migrations.plugins.module_utils._queries imp
     lock_holders_params,
     reindex_concurrently,
 )
-from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import backoff_delays
+from ansible_collections.ledgermind.migrations.plugins.module_utils._retry import LockBusy, run_under_lock_budget
 
 # Lets the lock monitor tell the migration's own session from the ones queued behind it.
 APPLICATION_NAME = 'ledgermind-alembic-migrate'
@@ -346,9 +346,9 @@ class Alembic:
 
 
 def move(module: AnsibleModule, alembic: Alembic, direction: str, connect_monitor: t.Any) -> dict[str, t.Any]:
-    """Runs upgrade/downgrade with retries under the lock budget, sampling lock waits meanwhile."""
+    """Runs upgrade/downgrade under the lock budget (``run_under_lock_budget``: a try that timed out waiting for a
+    lock backs off and tries again), sampling lock waits meanwhile. Every try is kept; the last one decides."""
     params = module.params
-    delays = backoff_delays(params['retries'], params['retry_delay'], params['max_retry_delay'])
     attempts: list[dict[str, t.Any]] = []
     output: list[str] = []
     started = time.monotonic()
@@ -356,19 +356,22 @@ def move(module: AnsibleModule, alembic: Alembic, direction: str, connect_monito
     if params['monitor_table']:
         monitor = LockMonitor(connect_monitor, params['monitor_schema'], params['monitor_table'], APPLICATION_NAME,
                               params['sample_interval'])
+
+    def one_try(number: int) -> None:
+        try_started = time.monotonic()
+        result = alembic.run(direction, params['revision'])
+        output.extend(running_lines(result.stderr + '\n' + result.stdout))
+        retryable = result.returncode != 0 and is_retryable(result.stderr + result.stdout)
+        attempts.append({'attempt': number, 'rc': result.returncode,
+                         'duration_seconds': round(time.monotonic() - try_started, 3),
+                         'lock_timeout': retryable, 'error': '' if result.returncode == 0 else last_error_line(result)})
+        if retryable:
+            raise LockBusy(attempts[-1]['error'])
+
     with monitor:
-        for attempt in range(params['retries']):
-            try_started = time.monotonic()
-            result = alembic.run(direction, params['revision'])
-            output.extend(running_lines(result.stderr + '\n' + result.stdout))
-            error = '' if result.returncode == 0 else last_error_line(result)
-            retryable = result.returncode != 0 and is_retryable(result.stderr + result.stdout)
-            attempts.append({'attempt': attempt + 1, 'rc': result.returncode,
-                             'duration_seconds': round(time.monotonic() - try_started, 3),
-                             'lock_timeout': retryable, 'error': error})
-            if result.returncode == 0 or not retryable or attempt >= len(delays):
-                break
-            time.sleep(delays[attempt])
+        # Spent: the last try's failure stands, and the caller's verdict explains it.
+        run_under_lock_budget(one_try, params['retries'], params['retry_delay'], params['max_retry_delay'],
+                              lambda _error, _tries: None)
     lock_waits = monitor.summary.as_dict() if params['monitor_table'] else {}
     return {'attempts': attempts, 'output': output, 'lock_waits': lock_waits,
             'duration_seconds': round(time.monotonic() - started, 3), 'ok': attempts[-1]['rc'] == 0}
