@@ -139,3 +139,18 @@ def test_bench_markdown_and_chart(bench_out):
     png = (out / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert not (out / "work").exists()  # dumps and backups are removed unless --keep-work
+
+
+def test_bench_rehearsal_cost_is_measured(bench_out):
+    """The bench's default also runs the migrate with the rehearsal on, and reads the rehearsal's own report."""
+    out, proc = bench_out
+    result = json.loads((out / "bench.json").read_text())
+    rehearsal = result["sizes"][str(ROWS)]["rehearsal"]
+    assert rehearsal["passed"] == [True] and rehearsal["verdicts"] == ["PASSED"], rehearsal
+    assert {"restore", "migrate", "validate", "rollback", "verify_rollback", "remigrate", "drop"} <= set(
+        rehearsal["steps"]), rehearsal
+    for key in ("migrate_whole_off", "migrate_whole_on", "rehearsal_seconds"):
+        assert measured(rehearsal[key]), (key, rehearsal)
+    assert "#### The rehearsal's cost" in proc.stdout
+    names = {t["target"] for t in result["targets"]}
+    assert "whole migrate playbook, rehearsal included" in names, names
