@@ -67,15 +67,23 @@ def items(report) -> dict[str, str]:
     return {i["item"]: i["status"] for i in report["items"]}
 
 
-# ------------------------------------------------------------------------------------------ 1. round trip
+# ----------------------------------------------------------------------- 1. round trip and 2. idempotent
 
 
-def test_migrate_rollback_migrate_keeps_data_and_proves_each_step(pgdb, playbook, file_sha256):
+def test_second_migrate_changes_nothing_and_migrate_rollback_migrate_keeps_data_and_proves_each_step(
+        pgdb, playbook, file_sha256):
+    """One database through migrate, migrate again, rollback, migrate.
+
+    The second migrate is the idempotence check: it changes nothing, takes no backup, and leaves the table exactly
+    as the first left it; so the rollback after it rolls back the first migration, and the round trip (migrate,
+    rollback, migrate) keeps the data and proves each step, as when nothing ran in between.
+    """
     original = pgdb.state()
 
     first = playbook.run()
     assert_ok(first)
-    assert_migrated(pgdb.state(), original)
+    migrated = pgdb.state()
+    assert_migrated(migrated, original)
     report = first.report
     assert all(check["passed"] for check in report["validation"]), report["validation"]
     assert report["revision_before"] == REVISION_BEFORE and report["revision_after"] == REVISION_AFTER
@@ -90,6 +98,19 @@ def test_migrate_rollback_migrate_keeps_data_and_proves_each_step(pgdb, playbook
     assert sidecar["metadata"]["fingerprint"] == fingerprint
     assert sidecar["metadata"]["revision"] == REVISION_BEFORE
 
+    # Idempotent: a second migrate of the migrated table changes nothing.
+    second = playbook.run()
+    assert_ok(second)
+    assert second.recap["changed"] == 0, second.recap
+    assert second.new_backups == []
+    assert len(playbook.backups()) == 1
+    assert pgdb.state() == migrated
+    assert second.report["preflight"]["pending"] in (False, "False", "false")
+    assert items(second.report)["Backup created and verified"] == "skipped"
+    assert items(second.report)["Migration applied successfully"] == "pass"
+    assert second.report["revision_before"] == second.report["revision_after"] == REVISION_AFTER
+
+    # Round trip: rollback, then migrate again.
     back = playbook.run("rollback_tokens.yml")
     assert_ok(back)
     assert_original(pgdb.state(), original)
@@ -111,28 +132,6 @@ def test_migrate_rollback_migrate_keeps_data_and_proves_each_step(pgdb, playbook
     assert_backup_sound(again.new_backups[0], again.report["backup"], file_sha256)
     # The first archive is still there, still intact.
     assert_backup_sound(first.new_backups[0], None, file_sha256)
-
-
-# -------------------------------------------------------------------------------------------- 2. idempotent
-
-
-def test_second_migrate_changes_nothing(pgdb, playbook):
-    original = pgdb.state()
-    first = playbook.run()
-    assert_ok(first)
-    migrated = pgdb.state()
-    assert_migrated(migrated, original)
-
-    second = playbook.run()
-    assert_ok(second)
-    assert second.recap["changed"] == 0, second.recap
-    assert second.new_backups == []
-    assert len(playbook.backups()) == 1
-    assert pgdb.state() == migrated
-    assert second.report["preflight"]["pending"] in (False, "False", "false")
-    assert items(second.report)["Backup created and verified"] == "skipped"
-    assert items(second.report)["Migration applied successfully"] == "pass"
-    assert second.report["revision_before"] == second.report["revision_after"] == REVISION_AFTER
 
 
 # -------------------------------------------------------------------------------------------- 3. check mode
@@ -488,30 +487,22 @@ def test_failed_validation_rolls_back_automatically_unless_switched_off(pgdb, pl
 # ------------------------------------------------------------------------------------ 7. restore from backup
 
 
-def test_rollback_restores_the_backup_over_later_changes(pgdb, playbook, file_sha256):
-    original = pgdb.state()
-    first = playbook.run()
-    assert_ok(first)
-    archive = first.new_backups[0]
-    pgdb.execute("""UPDATE ml_features SET tokens = '["changed"]' WHERE txn_id < 10""")
-    assert pgdb.fingerprint() != original["fingerprint"]
+def test_rollback_rejects_a_truncated_archive_and_leaves_the_table_then_restores_the_intact_one_over_later_changes(
+        pgdb, playbook, file_sha256):
+    """One migrate and its archive, later changes to the table, then two rollbacks with restore from backup.
 
-    back = playbook.run("rollback_tokens.yml", "-e", "migration_rollback_restore_from_backup=true")
-    assert_ok(back)
-    assert_original(pgdb.state(), original)
-    assert back.report["rollback"]["restored_from"] == str(archive)
-    assert items(back.report)["Restored from backup (worst case)"] == "pass"
-    assert_backup_sound(archive, None, file_sha256)
-
-
-def test_rollback_rejects_a_truncated_archive_and_leaves_the_table(pgdb, playbook):
+    With the archive truncated, the rollback refuses before it changes anything. With the archive put back byte
+    for byte (as its sidecar's checksum knows it), the rollback restores it over the later changes.
+    """
     original = pgdb.state()
     first = playbook.run()
     assert_ok(first)
     archive = first.new_backups[0]
     sidecar_before = archive.with_name(archive.name + ".json").read_text()
     pgdb.execute("""UPDATE ml_features SET tokens = '["changed"]' WHERE txn_id < 10""")
+    assert pgdb.fingerprint() != original["fingerprint"]
     changed = pgdb.state()
+    intact = archive.read_bytes()
     with archive.open("r+b") as handle:
         handle.truncate(archive.stat().st_size // 2)
 
@@ -534,6 +525,15 @@ def test_rollback_rejects_a_truncated_archive_and_leaves_the_table(pgdb, playboo
         problems.append(f"report item {restore_item}")
     assert archive.with_name(archive.name + ".json").read_text() == sidecar_before
     assert not problems, problems
+
+    # The archive as the migrate run wrote it again: the rollback restores it over the later changes.
+    archive.write_bytes(intact)
+    back = playbook.run("rollback_tokens.yml", "-e", "migration_rollback_restore_from_backup=true")
+    assert_ok(back)
+    assert_original(pgdb.state(), original)
+    assert back.report["rollback"]["restored_from"] == str(archive)
+    assert items(back.report)["Restored from backup (worst case)"] == "pass"
+    assert_backup_sound(archive, None, file_sha256)
 
 
 # ------------------------------------------------------------------------------------------------ 8. secrets

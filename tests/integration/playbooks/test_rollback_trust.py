@@ -13,6 +13,11 @@ the target database (``ledgermind_migrations.run_history``):
    many rows were written meanwhile and which proof was used; an unlogged content change is still caught;
 4. nothing to roll back, one run at a time per table, a controller killed mid-migration.
 
+Where two defects need the same playbook runs on the same kind of database, one test runs them once and makes
+both tests' assertions in turn (each ansible-playbook run costs half a minute): the statement_timeout migrate is
+followed by the rollback after an application insert (3.), the nothing-to-roll-back run creates the run history
+the run-at-work part needs.
+
 After every successful run the write-log trigger must be gone from the table.
 Fixtures (pgdb, playbook, ...) are in conftest.py.
 """
@@ -269,11 +274,19 @@ class LockHolder:
         self.conn.close()
 
 
-def test_a_database_statement_timeout_does_not_reach_alembics_session(pgdb, playbook):
+def test_a_database_statement_timeout_does_not_reach_alembics_session_nor_a_later_insert_fail_the_rollback(
+        pgdb, playbook):
+    """A migrate run under a database-wide statement_timeout, then an application insert, then a rollback.
+
+    The migrate run proves that the database's statement_timeout does not reach Alembic's session; the rollback
+    after it (the timeout reset, nothing else at work) proves that a row the application inserted after the
+    migration does not fail the rollback (3., live writes).
+    """
     # A database default that cancels any statement running 3 s, and an ALTER that must wait 4.5 s for a lock:
     # only a session with its own statement_timeout (Alembic's, set by alembic_migrate) gets through.
     # (Our other sessions' statements are short; 1 ms would cancel them at random, see the report of issue 9.)
     original = pgdb.state()
+    rows = content(pgdb)
     pgdb.execute(f"ALTER DATABASE \"{pgdb.name}\" SET statement_timeout = '3s'")
     holder = LockHolder(pgdb)
     try:
@@ -290,6 +303,19 @@ def test_a_database_statement_timeout_does_not_reach_alembics_session(pgdb, play
     assert_migrated(pgdb.state(), original)
     attempts = run.result("Move the schema under the lock budget")["attempts"]
     assert len(attempts) == 1 and attempts[0]["rc"] == 0 and attempts[0]["duration_seconds"] > 3, attempts
+    assert_no_write_log(pgdb)
+
+    # An application insert after the migration does not fail the rollback.
+    pgdb.execute("""INSERT INTO ml_features (txn_id, tokens) VALUES (99999, '["after", "the", "migration"]')""")
+
+    back = playbook.run("rollback_tokens.yml")
+    assert_ok(back)
+    assert_content(pgdb, {**rows, 99999: ["after", "the", "migration"]})
+    state = pgdb.state()
+    assert state["type"] == "text[]" and state["revision"] == REVISION_BEFORE and state["index"] is None, state
+    assert state["fingerprint"] != original["fingerprint"]
+    assert all(c["passed"] for c in back.report["rollback"]["checks"]), back.report["rollback"]["checks"]
+    assert back.report["proof"]["matches"] is True, back.report["proof"]
     assert_no_write_log(pgdb)
 
 
@@ -337,23 +363,6 @@ def test_live_writes_during_migrate_and_rollback_pass_and_survive(pgdb, playbook
     method, _compared, written = proof_of(check["evidence"])
     assert method == "untouched_rows" and written == proof["rows_written"], check
     assert runs(pgdb)[run_id_of(back)]["details"]["proof"]["rows_written"] == written
-    assert_no_write_log(pgdb)
-
-
-def test_an_application_insert_after_the_migration_does_not_fail_the_rollback(pgdb, playbook):
-    original = pgdb.state()
-    rows = content(pgdb)
-    assert_ok(playbook.run("migrate_tokens.yml"))
-    pgdb.execute("""INSERT INTO ml_features (txn_id, tokens) VALUES (99999, '["after", "the", "migration"]')""")
-
-    back = playbook.run("rollback_tokens.yml")
-    assert_ok(back)
-    assert_content(pgdb, {**rows, 99999: ["after", "the", "migration"]})
-    state = pgdb.state()
-    assert state["type"] == "text[]" and state["revision"] == REVISION_BEFORE and state["index"] is None, state
-    assert state["fingerprint"] != original["fingerprint"]
-    assert all(c["passed"] for c in back.report["rollback"]["checks"]), back.report["rollback"]["checks"]
-    assert back.report["proof"]["matches"] is True, back.report["proof"]
     assert_no_write_log(pgdb)
 
 
@@ -416,7 +425,10 @@ def test_an_unlogged_content_change_during_the_run_is_still_caught(pgdb, playboo
 # ------------------------------------------------------------------------- 4. run record and nothing to do
 
 
-def test_rollback_of_a_never_migrated_database_has_nothing_to_roll_back(pgdb, playbook):
+def test_nothing_to_roll_back_on_a_never_migrated_database_and_a_run_at_work_is_not_joined_but_taken_over(
+        pgdb, playbook):
+    """A rollback of a never-migrated database has nothing to roll back; that run also creates the run history,
+    in which a migrate run "at work" elsewhere is then neither joined by a migrate nor left running by a take-over."""
     original = pgdb.state()
 
     run = playbook.run("rollback_tokens.yml")
@@ -432,11 +444,7 @@ def test_rollback_of_a_never_migrated_database_has_nothing_to_roll_back(pgdb, pl
     assert runs(pgdb)[run_id_of(run)]["status"] == "nothing_to_do"
     assert_no_write_log(pgdb)
 
-
-def test_a_run_at_work_is_not_joined_and_can_be_taken_over(pgdb, playbook):
-    original = pgdb.state()
-    # One real run creates the run history; then a migrate run "at work" elsewhere, heartbeat fresh.
-    assert playbook.run("rollback_tokens.yml").rc == 0
+    # One real run (the one above) created the run history; then a migrate run "at work" elsewhere, heartbeat fresh.
     holder = "migrate-20260101T000000-beef"
     pgdb.execute(
         f"INSERT INTO {HISTORY}.run_history (run_id, kind, status, phase, database, database_uuid, table_schema,"
