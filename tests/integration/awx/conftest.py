@@ -24,7 +24,7 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,9 +320,12 @@ class AwxWorkflow:
             sent.append(Notification(name, label, source, message, body))
 
     def run(self, answers: dict[str, Any] | None = None, *, approval: str = "approved",
-            launched_by: str | None = AWX_USER, faults: dict[str, dict[str, Any]] | None = None) -> WorkflowResult:
+            launched_by: str | None = AWX_USER, faults: dict[str, dict[str, Any]] | None = None,
+            after_job: Callable[[str, JobResult], None] | None = None) -> WorkflowResult:
         """``approval``: approved, denied or timed_out. ``faults``: extra vars for one node's job (by identifier), to
-        make it fail the way a real failure would; AWX has no such thing, it stands for the failure."""
+        make it fail the way a real failure would; AWX has no such thing, it stands for the failure. ``after_job``:
+        called with a node's identifier and its job as soon as the job ends, before any other node starts (a test
+        reads the database between two nodes there)."""
         survey = self.workflow.get("survey_spec", {})
         # AWX fills in the defaults, then checks every answer; a wrong one refuses the launch.
         # The rehearsal costs about a minute a job here: off unless a test answers true (the approved path does).
@@ -375,6 +378,8 @@ class AwxWorkflow:
                          "awx_workflow_job_id": workflow_job_id, "awx_workflow_job_name": self.workflow["name"]}
                 job = self.jobs.launch(template_name, extra, launched_by=launched_by)
                 jobs[identifier] = job
+                if after_job:
+                    after_job(identifier, job)
                 status[identifier] = "successful" if job.status == "successful" else "failed"
                 event = "success" if status[identifier] == "successful" else "error"
                 self._notify(template, event, awx_model.job_context(
