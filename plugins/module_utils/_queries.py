@@ -1860,3 +1860,45 @@ SELECT name, size, modification FROM pg_catalog.pg_ls_logdir()
 WHERE modification >= %(since)s
 ORDER BY modification DESC, name DESC
 """
+
+
+# ---------------------------------------------------------------------------------------------
+# Scratch databases (pg_scratch_database): the rehearsal's copy of the table lives in one
+# ---------------------------------------------------------------------------------------------
+
+# CREATEDB is a role attribute, never inherited from a granted role: read for the role logged in as. ``stale``: other
+# databases named like this caller's scratch databases (``pattern``, a regular expression; empty matches none).
+SCRATCH_SERVER_SQL = """
+SELECT current_user::text AS user, r.rolcreatedb AS createdb, r.rolsuper AS superuser,
+       pg_catalog.current_setting('server_version_num')::int AS server_version_num,
+       pg_catalog.current_database()::text AS database,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = %(name)s) AS exists,
+       COALESCE((SELECT array_agg(datname::text ORDER BY datname) FROM pg_catalog.pg_database
+                 WHERE %(pattern)s <> '' AND datname ~ %(pattern)s AND datname <> %(name)s),
+                '{}'::text[]) AS stale
+FROM pg_catalog.pg_roles AS r
+WHERE r.rolname = current_user
+"""
+# The encoding and collation a scratch database is created with: the connected database's.
+DATABASE_LOCALE_SQL = """
+SELECT pg_catalog.pg_encoding_to_char(encoding) AS encoding, datcollate::text AS collate, datctype::text AS ctype
+FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()
+"""
+DATABASE_EXISTS_SQL = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = %(name)s) AS exists"
+# Only this role's client sessions: a plain DROP DATABASE stops an autovacuum worker itself, whereas WITH (FORCE)
+# refuses to end one unless the role may signal it (pg_signal_backend).
+END_OWN_SESSIONS_SQL = """
+SELECT count(pg_catalog.pg_terminate_backend(pid))::int AS ended FROM pg_catalog.pg_stat_activity
+WHERE datname = %(name)s AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'
+  AND usename = current_user
+"""
+
+
+def create_database_sql(name: str, encoding: str, collate: str, ctype: str) -> t.Any:
+    """CREATE DATABASE from template0 with the given encoding and collation (all quoted by psycopg2)."""
+    return sql.SQL('CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}').format(
+        sql.Identifier(name), sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype))
+
+
+def drop_database_sql(name: str) -> t.Any:
+    return sql.SQL('DROP DATABASE IF EXISTS {}').format(sql.Identifier(name))

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg2
 import pytest
 from psycopg2 import sql
-from stackdb import drop_database, reachable_server_url, with_db
+from stackdb import drop_database, reachable_server_url, scalar, with_db
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -494,3 +494,50 @@ def test_check_mode_runs_every_module(after: Any, db_url: str, tmp_path: Path) -
         assert {k: v for k, v in dry.items() if k not in varying} == \
             {k: v for k, v in plain.items() if k not in varying}
     assert checked[0]['matches'] is True and checked[2]['used_in_plan'] is True
+
+
+# --- pg_scratch_database ----------------------------------------------------------------------
+
+def test_scratch_database_read_create_refuse_and_drop(db_url: str, server_url: str, tmp_path: Path) -> None:
+    """The rehearsal's scratch database: read, created with the given collation (C, not the server's default), a
+    taken name refused, this role's open session ended by the drop, the connected database never dropped."""
+    name = f'{SCRATCH_DB}_scratch'
+    drop_database(server_url, name)
+    common = dict(database_url=db_url, name=name)
+    info = dict(common, stale_pattern=f'^{SCRATCH_DB}$')
+    present = dict(common, state='present', encoding='UTF8', lc_collate='C', lc_ctype='C')
+    ignore = {'ignore_errors': True}
+    try:
+        dry = run_playbook(tmp_path, [{'ledgermind.migrations.pg_scratch_database': present},
+                                      {'ledgermind.migrations.pg_scratch_database': dict(common, state='absent')}],
+                           check=True)
+        assert dry[0]['changed'] is True and dry[0]['created'] is False and dry[1]['changed'] is False
+        first = run_playbook(tmp_path, [{'ledgermind.migrations.pg_scratch_database_info': info},
+                                        {'ledgermind.migrations.pg_scratch_database': present},
+                                        {'ledgermind.migrations.pg_scratch_database': present, **ignore}])
+        read, made, again = first
+        assert read['changed'] is False and read['exists'] is False and read['may_create'] is True
+        # The stale pattern matches the module tests' own database, the connected one.
+        assert read['stale'] == [SCRATCH_DB] and read['database'] == SCRATCH_DB and read['locale']['encoding']
+        assert made['created'] is True and made['locale'] == {'encoding': 'UTF8', 'collate': 'C', 'ctype': 'C'}
+        assert scalar(server_url, 'SELECT datcollate FROM pg_database WHERE datname = %s', (name,)) == 'C'
+        assert again['failed'] and again['exists'] is True and again['created'] is False
+        assert f'A database named {name} already exists' in again['msg'] and 'Nothing was changed' in again['msg']
+        # A session of this role left open in the scratch database: the drop ends it.
+        held = psycopg2.connect(with_db(db_url, name))
+        try:
+            gone = run_playbook(tmp_path, [
+                {'ledgermind.migrations.pg_scratch_database': dict(common, state='absent')},
+                {'ledgermind.migrations.pg_scratch_database': dict(common, state='absent')},
+                {'ledgermind.migrations.pg_scratch_database': dict(common, name=SCRATCH_DB, state='absent'), **ignore},
+            ])
+        finally:
+            held.close()
+        assert gone[0]['dropped'] is True and gone[0]['sessions_ended'] == 1 and gone[0]['tries'] == 1
+        assert gone[1]['changed'] is False and gone[1]['dropped'] is False and gone[1]['exists'] is False
+        assert gone[2]['failed'] and 'it is the database the connection is on' in gone[2]['msg']
+        assert scalar(server_url, 'SELECT count(*) FROM pg_database WHERE datname = %s', (name,)) == 0
+        assert scalar(server_url, 'SELECT count(*) FROM pg_database WHERE datname = %s', (SCRATCH_DB,)) == 1
+    finally:
+        drop_database(server_url, name)
+
