@@ -9,6 +9,8 @@ from __future__ import annotations
 import typing as t
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
+    SQLSTATE_LOCK_NOT_AVAILABLE,
+    SQLSTATE_QUERY_CANCELED,
     close,
     connect,
     connect_writable,
@@ -45,10 +47,14 @@ class Server:
             return [dict(row) for row in cur.fetchall()] if cur.description else []
 
     def query_error(self, error: Exception, doing: str) -> t.NoReturn:
+        """Fail saying what could not be done: timeouts explained, anything else in PostgreSQL's own words."""
         p = self.module.params
-        message = query_error_message(getattr(error, 'pgcode', None), str(error), lock_budget(p),
-                                      p.get('query_timeout'))
-        fail(self.module, f'Could not {doing}: {message}')
+        sqlstate = getattr(error, 'pgcode', None)
+        if sqlstate in (SQLSTATE_QUERY_CANCELED, SQLSTATE_LOCK_NOT_AVAILABLE):
+            message = query_error_message(sqlstate, str(error), lock_budget(p), p.get('query_timeout'))
+        else:
+            message = 'PostgreSQL said: ' + ' '.join(str(error).split())
+        fail(self.module, f'Could not {doing}. {message}')
         raise AssertionError('unreachable')
 
     def close(self) -> None:

@@ -514,8 +514,10 @@ def test_scratch_database_read_create_refuse_and_drop(db_url: str, server_url: s
         assert dry[0]['changed'] is True and dry[0]['created'] is False and dry[1]['changed'] is False
         first = run_playbook(tmp_path, [{'ledgermind.migrations.pg_scratch_database_info': info},
                                         {'ledgermind.migrations.pg_scratch_database': present},
-                                        {'ledgermind.migrations.pg_scratch_database': present, **ignore}])
-        read, made, again = first
+                                        {'ledgermind.migrations.pg_scratch_database': present, **ignore},
+                                        {'ledgermind.migrations.pg_scratch_database':
+                                         dict(present, name=f'{name}_bad', lc_collate='xx_NOPE.UTF-8'), **ignore}])
+        read, made, again, bad = first
         assert read['changed'] is False and read['exists'] is False and read['may_create'] is True
         # The stale pattern matches the module tests' own database, the connected one.
         assert read['stale'] == [SCRATCH_DB] and read['database'] == SCRATCH_DB and read['locale']['encoding']
@@ -523,6 +525,11 @@ def test_scratch_database_read_create_refuse_and_drop(db_url: str, server_url: s
         assert scalar(server_url, 'SELECT datcollate FROM pg_database WHERE datname = %s', (name,)) == 'C'
         assert again['failed'] and again['exists'] is True and again['created'] is False
         assert f'A database named {name} already exists' in again['msg'] and 'Nothing was changed' in again['msg']
+        # A collation the server does not have: PostgreSQL's own words, and no database.
+        assert bad['failed'] and not bad.get('created')
+        assert bad['msg'].startswith(f'Could not create the scratch database {name}_bad. PostgreSQL said: ')
+        assert 'xx_NOPE.UTF-8' in bad['msg']
+        assert scalar(server_url, 'SELECT count(*) FROM pg_database WHERE datname = %s', (f'{name}_bad',)) == 0
         # A session of this role left open in the scratch database: the drop ends it.
         held = psycopg2.connect(with_db(db_url, name))
         try:
