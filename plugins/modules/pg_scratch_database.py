@@ -96,28 +96,8 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
-user:
-  description: The role logged in as.
-  returned: always
-  type: str
-may_create:
-  description: Whether that role may create databases (C(CREATEDB) or superuser).
-  returned: always
-  type: bool
-superuser:
-  description: Whether that role is a superuser.
-  returned: always
-  type: bool
-server_version_num:
-  description: The server's C(server_version_num).
-  returned: always
-  type: int
-database:
-  description: The database the connection is on.
-  returned: always
-  type: str
 exists:
-  description: Whether a database of that name existed when the module started.
+  description: Whether a database named O(name) existed when the module started.
   returned: always
   type: bool
 locale:
@@ -264,8 +244,8 @@ def main() -> None:
             locale = read_locale(server) if p['state'] == 'present' else None
         except psycopg2.Error as e:
             server.query_error(e, "read the server's databases and the role's right to create one")
-        result: dict[str, t.Any] = dict(changed=False, created=False, dropped=False, sessions_ended=0, tries=0,
-                                        **{k: v for k, v in facts.items() if k != 'stale'})
+        result: dict[str, t.Any] = dict(changed=False, exists=facts['exists'], created=False, dropped=False,
+                                        sessions_ended=0, tries=0)
         if p['state'] == 'present':
             given = dict(encoding=p['encoding'], collate=p['lc_collate'], ctype=p['lc_ctype'])
             result['locale'] = dict(locale or {}, **{k: v for k, v in given.items() if v})
