@@ -56,9 +56,10 @@ demo: stack-up docker-up
 	@echo '  eval "$$(scripts/stack env)" && LEDGERMIND_DEPLOY=1 .venv/bin/ansible-playbook playbooks/rollback_tokens.yml -i inventories/local'
 	@echo "  add -e migration_rollback_restore_from_backup=true to also restore the table from the verified backup"
 
-# Molecule before pytest, so that pytest's summary closes the run's output.
+# Molecule before pytest, so that pytest's summary closes the run's output. Lint, sanity and Molecule side by side:
+# none of them uses both cores alone, and their outputs stay whole (--output-sync).
 test: stack-up docker-up
-	$(MAKE) --no-print-directory lint sanity molecule
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint sanity molecule
 	eval "$$(scripts/stack env)" && $(BIN)/pytest tests -n 2 --dist loadgroup
 
 # pytest imports test files by basename (rootdir mode, no packages): two files of one name fail its collection.
