@@ -15,7 +15,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 setup: $(STAMP) $(COLLECTION_LINK) $(GET_PIP_CACHE)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt scripts/setup_system
 	PYTHON=$(PYTHON) scripts/setup_system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
@@ -67,6 +67,8 @@ lint: setup
 	@dups=$$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d); \
 	  if [ -n "$$dups" ]; then echo "Test files sharing a basename (rename one): $$dups"; exit 1; fi
 	ruff check .
+	shellcheck -S warning .ci/run scripts/ansible_test_sanity scripts/backend_image scripts/docker_engine scripts/matrix \
+	  scripts/setup_system scripts/stack examples/backend/scripts/*.sh
 	mypy plugins/module_utils plugins/filter plugins/modules
 	yamllint --strict .
 	ansible-lint --offline
