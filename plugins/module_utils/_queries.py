@@ -1884,7 +1884,6 @@ DATABASE_LOCALE_SQL = """
 SELECT pg_catalog.pg_encoding_to_char(encoding) AS encoding, datcollate::text AS collate, datctype::text AS ctype
 FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()
 """
-DATABASE_EXISTS_SQL = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = %(name)s) AS exists"
 # Only this role's client sessions: a plain DROP DATABASE stops an autovacuum worker itself, whereas WITH (FORCE)
 # refuses to end one unless the role may signal it (pg_signal_backend).
 END_OWN_SESSIONS_SQL = """

@@ -138,21 +138,27 @@ import typing as t
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
+    SQLSTATE_LOCK_NOT_AVAILABLE,
+    SQLSTATE_QUERY_CANCELED,
+    close,
+    connect_writable,
     fail,
+    lock_budget,
     postgres_connection_argument_spec,
     psycopg2,
+    query_error_message,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._queries import (
-    DATABASE_EXISTS_SQL,
     END_OWN_SESSIONS_SQL,
     create_database_sql,
     drop_database_sql,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._scratch import (
-    Server,
     read_locale,
     read_server,
 )
+
+APPLICATION_NAME = 'ledgermind.migrations.pg_scratch_database'
 
 
 def argument_spec() -> dict[str, t.Any]:
@@ -182,6 +188,35 @@ def check_params(module: AnsibleModule) -> None:
         fail(module, 'pg_scratch_database: ' + '; '.join(problems) + '. Nothing was changed.')
 
 
+class Server:
+    """One autocommit session: CREATE and DROP DATABASE cannot run inside a transaction."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        self.conn = connect_writable(module, APPLICATION_NAME)
+        self.conn.autocommit = True
+
+    def run(self, statement: t.Any, params: dict[str, t.Any] | None = None) -> list[dict[str, t.Any]]:
+        with self.conn.cursor() as cur:
+            cur.execute(statement, params)
+            return [dict(row) for row in cur.fetchall()] if cur.description else []
+
+    def query_error(self, error: Exception, doing: str) -> t.NoReturn:
+        """Fail saying what could not be done: timeouts explained (``query_error_message``, whose other wordings are
+        the inspection modules'), anything else in PostgreSQL's own words."""
+        p = self.module.params
+        sqlstate = getattr(error, 'pgcode', None)
+        if sqlstate in (SQLSTATE_QUERY_CANCELED, SQLSTATE_LOCK_NOT_AVAILABLE):
+            message = query_error_message(sqlstate, str(error), lock_budget(p), p.get('query_timeout'))
+        else:
+            message = 'PostgreSQL said: ' + ' '.join(str(error).split())
+        fail(self.module, f'Could not {doing}. {message}')
+        raise AssertionError('unreachable')
+
+    def close(self) -> None:
+        close(self.conn)
+
+
 def create(module: AnsibleModule, server: Server, facts: dict[str, t.Any], result: dict[str, t.Any]) -> None:
     name = module.params['name']
     if facts['exists']:
@@ -197,7 +232,7 @@ def create(module: AnsibleModule, server: Server, facts: dict[str, t.Any], resul
         return
     locale = result['locale']
     try:
-        server.query(create_database_sql(name, locale['encoding'], locale['collate'], locale['ctype']))
+        server.run(create_database_sql(name, locale['encoding'], locale['collate'], locale['ctype']))
     except psycopg2.Error as e:
         server.query_error(e, f'create the scratch database {name}')
     result['created'] = True
@@ -219,11 +254,11 @@ def drop(module: AnsibleModule, server: Server, facts: dict[str, t.Any], result:
     for attempt in range(1, p['drop_tries'] + 1):
         result['tries'] = attempt
         try:
-            result['sessions_ended'] += server.query(END_OWN_SESSIONS_SQL, dict(name=name))[0]['ended']
-            server.query(drop_database_sql(name))
+            result['sessions_ended'] += server.run(END_OWN_SESSIONS_SQL, dict(name=name))[0]['ended']
+            server.run(drop_database_sql(name))
         except psycopg2.Error as e:
             last_error = ' '.join(str(e).split())
-        if not server.query(DATABASE_EXISTS_SQL, dict(name=name))[0]['exists']:
+        if not read_server(server.conn, name)['exists']:
             result['dropped'] = True
             return
         if attempt < p['drop_tries']:
@@ -237,18 +272,19 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     check_params(module)
     p = module.params
-    server = Server(module, writable=True)
+    server = Server(module)
+    given = dict(encoding=p['encoding'], collate=p['lc_collate'], ctype=p['lc_ctype'])
     try:
         try:
-            facts = read_server(server, p['name'])
-            locale = read_locale(server) if p['state'] == 'present' else None
+            facts = read_server(server.conn, p['name'])
+            # The connected database's for what is not given (the rehearsal gives all three).
+            locale = read_locale(server.conn) if p['state'] == 'present' and not all(given.values()) else {}
         except psycopg2.Error as e:
             server.query_error(e, "read the server's databases and the role's right to create one")
         result: dict[str, t.Any] = dict(changed=False, exists=facts['exists'], created=False, dropped=False,
                                         sessions_ended=0, tries=0)
         if p['state'] == 'present':
-            given = dict(encoding=p['encoding'], collate=p['lc_collate'], ctype=p['lc_ctype'])
-            result['locale'] = dict(locale or {}, **{k: v for k, v in given.items() if v})
+            result['locale'] = dict(locale, **{k: v for k, v in given.items() if v})
             create(module, server, facts, result)
         else:
             drop(module, server, facts, result)

@@ -99,10 +99,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ledgermind.migrations.plugins.module_utils._connection import (
     postgres_connection_argument_spec,
-    psycopg2,
+)
+from ansible_collections.ledgermind.migrations.plugins.module_utils._inspect import (
+    run_read_only,
 )
 from ansible_collections.ledgermind.migrations.plugins.module_utils._scratch import (
-    Server,
     read_locale,
     read_server,
 )
@@ -120,14 +121,11 @@ def argument_spec() -> dict[str, t.Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
-    server = Server(module, writable=False)
-    try:
-        try:
-            result = dict(read_server(server, p['name'], p['stale_pattern']), locale=read_locale(server))
-        except psycopg2.Error as e:
-            server.query_error(e, "read the server's databases and the role's right to create one")
-    finally:
-        server.close()
+
+    def inspect(conn: t.Any) -> dict[str, t.Any]:
+        return dict(read_server(conn, p['name'], p['stale_pattern']), locale=read_locale(conn))
+
+    result = run_read_only(module, inspect, "the server's databases and the role's right to create one")
     module.exit_json(changed=False, **result)
 
 
