@@ -60,7 +60,7 @@ demo: stack-up docker-up
 # none of them uses both cores alone, and their outputs stay whole (--output-sync).
 test: stack-up docker-up
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint sanity molecule
-	eval "$$(scripts/stack env)" && $(BIN)/pytest tests -n 2 --dist loadgroup --no-loadscope-reorder
+	eval "$$(scripts/stack env)" && $(BIN)/pytest tests -n 2 --dist loadgroup
 
 # pytest imports test files by basename (rootdir mode, no packages): two files of one name fail its collection.
 lint: setup
@@ -80,7 +80,7 @@ unit: setup
 	$(BIN)/pytest tests/unit
 
 integration: stack-up docker-up
-	eval "$$(scripts/stack env)" && $(BIN)/pytest tests/integration -n 2 --dist loadgroup --no-loadscope-reorder
+	eval "$$(scripts/stack env)" && $(BIN)/pytest tests/integration -n 2 --dist loadgroup
 
 # The Molecule scenarios (molecule/*): the whole cycle against the local stack and the real engine, in
 # the scenario database lm_molecule.
